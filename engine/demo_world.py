@@ -332,8 +332,11 @@ class DemoWorld:
         raise KeyError(f"no demo cyclone named {name!r}; `zssd cases` lists them")
 
     # --------------------------------------------------------------- fields
-    def fields(self, time, where: Region | LatLonGrid) -> dict[str, np.ndarray]:
-        """t2m (K), msl (Pa), u10, v10 (m/s) as float32 ``(nlat, nlon)`` on the ERA5 sub-grid."""
+    def fields(self, time, where: Region | LatLonGrid, cyclone_scale: float = 1.0) -> dict[str, np.ndarray]:
+        """t2m (K), msl (Pa), u10, v10 (m/s) as float32 ``(nlat, nlon)`` on the ERA5 sub-grid.
+
+        ``cyclone_scale`` scales every cyclone's pressure deficit (pseudo-GCMs use < 1).
+        """
         grid = where if isinstance(where, LatLonGrid) else era5_grid().select(where)[0]
         ts = to_timestamp(time)
         t_days = (ts - EPOCH) / pd.Timedelta(days=1)
@@ -411,6 +414,7 @@ class DemoWorld:
 
         # ---- tropical cyclones (Holland 1980)
         for cyc, (clat, clon, dp, rmax_km, umove, vmove) in self.active_cyclones(ts):
+            dp = dp * cyclone_scale
             dlon = wrap_lon(grid.lon - clon, -180.0)
             if np.min(np.abs(dlon)) > 25 or np.min(np.abs(lat_d - clat)) > 22:
                 continue
