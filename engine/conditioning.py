@@ -57,7 +57,7 @@ def time_features(times: Sequence | object) -> np.ndarray:
     for t in times:
         ts = to_timestamp(t)
         m = 2 * np.pi * (ts.month - 1 + (ts.day - 1) / ts.days_in_month) / 12.0
-        d = 2 * np.pi * (ts.dayofyear - 1 + _hour(ts) / 24.0) / 365.25
+        d = 2 * np.pi * (ts.day_of_year - 1 + _hour(ts) / 24.0) / 365.25
         h = 2 * np.pi * _hour(ts) / 24.0
         out.append([np.sin(m), np.cos(m), np.sin(d), np.cos(d), np.sin(h), np.cos(h)])
     return np.asarray(out, dtype=np.float32)

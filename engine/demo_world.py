@@ -351,7 +351,7 @@ class DemoWorld:
         s = np.sin(lat)[:, None]
         sgn = _smooth_sign(lat2)
         absl = np.abs(lat2)
-        doy = ts.dayofyear - 1 + (ts.hour + ts.minute / 60) / 24.0
+        doy = ts.day_of_year - 1 + (ts.hour + ts.minute / 60) / 24.0
         year_phase = 2 * np.pi * doy / 365.25
 
         # ---- temperature climatology (K)

@@ -1,0 +1,150 @@
+"""The demo world's ingredients, determinism and the train/held-out split."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.data_stream import TrainingStream
+from engine.demo_world import HELDOUT_YEARS, LAPSE_RATE, DemoWorld, check_training_time
+from engine.gcm import PSEUDO_GCMS, gcm_field
+from engine.grids import Region, era5_grid, gcm_grid
+
+
+@pytest.fixture(scope="module")
+def world():
+    return DemoWorld(0)
+
+
+def test_deterministic_per_seed_and_region_independent(world):
+    r = Region(30, 46, 90, 106)
+    a = world.fields("2022-03-01T06", r)
+    b = DemoWorld(0).fields("2022-03-01T06", r)
+    c = DemoWorld(1).fields("2022-03-01T06", r)
+    for v in a:
+        np.testing.assert_array_equal(a[v], b[v])
+        assert np.abs(a[v] - c[v]).max() > 0.1 * a[v].std()
+    # the same point has the same value whichever region it is evaluated in
+    big = world.fields("2022-03-01T06", Region(26, 50, 86, 110))
+    np.testing.assert_allclose(big["msl"][16:80, 16:80], a["msl"], rtol=0, atol=0.05)
+    np.testing.assert_allclose(big["t2m"][16:80, 16:80], a["t2m"], rtol=0, atol=1e-3)
+
+
+def test_shapes_units_and_ranges(world):
+    ds = world.dataset("2021-08-01T12", Region(-20, 12, 140, 172))
+    assert dict(ds.sizes) == {"time": 1, "lat": 128, "lon": 128}
+    assert ds.t2m.attrs["units"] == "K" and ds.msl.attrs["units"] == "Pa"
+    assert "synthetic" in ds.attrs["source"] and "ERA5" in ds.attrs["source"]
+    assert 220 < float(ds.t2m.min()) and float(ds.t2m.max()) < 330
+    assert 94000 < float(ds.msl.min()) and float(ds.msl.max()) < 106000
+    assert float(np.hypot(ds.u10, ds.v10).max()) < 90
+
+
+def test_lapse_rate_visible_over_terrain(world):
+    # Tibetan plateau and Himalaya: regress t2m on elevation within a narrow latitude band, land only
+    r = Region(27, 35, 70, 102)
+    g = era5_grid().select(r)[0]
+    dem, land = world.statics.region(g)
+    f = world.fields("2022-04-10T06", g)
+    m = land > 0.95
+    # remove the latitude dependence by working row by row
+    slopes = []
+    for i in range(g.lat.size):
+        mi = m[i] & (dem[i] > 200)
+        if mi.sum() > 30 and np.ptp(dem[i][mi]) > 2500:
+            slopes.append(np.polyfit(dem[i][mi] / 1000.0, f["t2m"][i][mi], 1)[0])
+    slope = float(np.median(slopes))
+    assert slope == pytest.approx(LAPSE_RATE * 1000, abs=2.0), slope
+
+
+def test_seasons_flip_across_hemispheres_and_land_amplifies(world):
+    north = Region(50, 58, 80, 100)     # Siberia (land)
+    south = Region(-50, -42, -140, -120)  # Southern Ocean
+    jan = world.fields("2022-01-15T06", north)["t2m"].mean()
+    jul = world.fields("2022-07-15T06", north)["t2m"].mean()
+    assert jul - jan > 20
+    sjan = world.fields("2022-01-15T06", south)["t2m"].mean()
+    sjul = world.fields("2022-07-15T06", south)["t2m"].mean()
+    assert 1 < sjan - sjul < jul - jan
+
+
+def test_diurnal_cycle_follows_local_solar_time_and_land(world):
+    land_r, sea_r = Region(-28, -20, 125, 135), Region(-40, -32, -120, -110)  # Australia, South Pacific
+    amp = {}
+    for name, r in (("land", land_r), ("sea", sea_r)):
+        lon_c = r.centre[1]
+        vals = []
+        for h in range(0, 24, 6):
+            vals.append(world.fields(pd.Timestamp("2022-01-10") + pd.Timedelta(hours=h), r)["t2m"].mean())
+        amp[name] = np.ptp(vals)
+    assert amp["land"] > 4 * amp["sea"]
+    # afternoon (15 LST) warmer than night in Australia: 15 LST at 130E is 06 UTC
+    day = world.fields("2022-01-10T06", land_r)["t2m"].mean()
+    night = world.fields("2022-01-10T18", land_r)["t2m"].mean()
+    assert day - night > 5
+
+
+def test_temporal_coherence(world):
+    r = Region(35, 51, -40, -24)
+    a = world.fields("2022-11-01T00", r)
+    b = world.fields("2022-11-01T06", r)
+    c = world.fields("2022-11-08T00", r)
+    for v in ("msl", "u10"):
+        assert np.abs(a[v] - b[v]).mean() < 0.6 * np.abs(a[v] - c[v]).mean()
+
+
+def test_cyclone_pressure_minimum_at_track(world):
+    case = world.catalog()[3]
+    f = world.fields(case.peak_time, case.region)
+    g = era5_grid().select(case.region)[0]
+    i, j = np.unravel_index(np.argmin(f["msl"]), f["msl"].shape)
+    dlon = (g.lon[j] - case.peak_lon + 180) % 360 - 180
+    assert abs(g.lat[i] - case.peak_lat) <= 0.5 and abs(dlon) <= 0.5
+    assert f["msl"].min() < case.min_pressure + 1500
+    speed = np.hypot(f["u10"], f["v10"])
+    assert speed.max() > 25
+    # maximum wind within ~150 km of the centre (radius of maximum wind is tens of km)
+    k, l = np.unravel_index(np.argmax(speed), speed.shape)
+    assert abs(k - i) <= 6 and abs(l - j) <= 6
+
+
+def test_catalog_held_out_and_in_real_basins(world):
+    cases = world.catalog()
+    assert len(cases) > 20
+    assert {c.peak_time.year for c in cases} <= set(HELDOUT_YEARS)
+    assert {c.basin for c in cases} >= {"NA", "WP", "EP"}
+    for c in cases:
+        assert 3 <= abs(c.peak_lat) <= 50
+        assert c.region.height == 32
+
+
+def test_training_never_touches_heldout_years():
+    with pytest.raises(ValueError, match="held-out"):
+        check_training_time("2022-05-01")
+    s = TrainingStream(crop=32, seed=3)
+    b = s.batch(12)
+    assert all(t.year not in HELDOUT_YEARS for t in b.times)
+    with pytest.raises(ValueError, match="held-out"):
+        TrainingStream(crop=32, years=(2020, 2021))
+
+
+def test_pseudo_gcm_degradations_and_pairing(world):
+    r = Region(10, 42, 120, 152)
+    t = "2022-09-07T00"
+    for sid, d in PSEUDO_GCMS.items():
+        ds = gcm_field(sid, t, r, world)
+        native = gcm_grid(sid)
+        assert ds.sizes["lat"] < native.shape[0] and ds.sizes["lon"] < native.shape[1]
+        assert ds.attrs["source_id"] == sid
+    # same area: cells whose centres lie inside the region, cos-lat weighted; an unbiased view on the
+    # model's own grid comes from the paired-task machinery with no degradation
+    def inner_mean(ds):
+        sel = ds.where((ds.lat >= r.south) & (ds.lat < r.north) & (ds.lon >= r.west) & (ds.lon < r.east), drop=True)
+        return float(sel.t2m.weighted(np.cos(np.deg2rad(sel.lat))).mean())
+
+    ref = inner_mean(gcm_field("x6", t, r, world))
+    biased = inner_mean(gcm_field("MPI-ESM1-2-LR", t, r, world))
+    land = world.statics.region(r)[1].mean()
+    expected = -0.7 - 1.0 * land + 0.4 * np.sin(np.deg2rad(26.0))
+    assert biased - ref == pytest.approx(expected, abs=0.5)
+    with pytest.raises(ValueError, match="unknown GCM"):
+        gcm_field("NOT-A-MODEL", t, r, world)
