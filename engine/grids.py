@@ -299,7 +299,9 @@ def gaussian_latitudes(n: int) -> tuple[np.ndarray, np.ndarray]:
 
     The bounds follow the Gauss weights: ``sin`` of the bound latitudes are
     the cumulative Gauss–Legendre weights, so each cell's area equals its
-    quadrature weight (as CDO/ESMF define Gaussian cell bounds).
+    quadrature weight.  (CMOR-written files such as the shipped MPI-ESM-LR one
+    store mid-point bounds instead, up to 0.065° away; readers use a file's
+    own ``lat_bnds`` when it has them.)
     """
     x, w = np.polynomial.legendre.leggauss(n)  # ascending in x = sin φ
     lat = np.rad2deg(np.arcsin(x))[::-1]

@@ -364,8 +364,8 @@ def open_cmip(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
     parts: list[xr.Dataset] = []
     ref_grid: tuple[Path, np.ndarray, np.ndarray] | None = None
     for cmip in [c for c in ("tas", "psl", "uas", "vas") if c in per_var]:
-        items = per_var[cmip]
-        for p, part in items:
+        items = []
+        for p, part in per_var[cmip]:
             lat = part["lat"].values
             lon = part["lon"].values
             if ref_grid is None:
@@ -377,6 +377,7 @@ def open_cmip(path_or_paths: str | os.PathLike | Sequence[str | os.PathLike],
                                  file=p, variable=cmip)
             else:  # tiny float differences between files: use the first file's coordinates
                 part = part.assign_coords(lat=ref_grid[1], lon=ref_grid[2])
+            items.append((p, part))
         dsv = [part for _, part in items]
         if len(dsv) > 1:
             if any("time" not in d.dims for d in dsv):
