@@ -1,0 +1,148 @@
+"""Find candidate tropical-cyclone centres in a coarse (GCM) field.
+
+A pure-numpy detector in the spirit of the classic TC trackers (e.g.
+TempestExtremes' "closed pressure minimum + wind" criteria), simplified to a
+single time step on a regional lat/lon grid:
+
+1. a *local minimum* of sea-level pressure over a square window of
+   ``window_deg`` (at least 3x3 cells);
+2. the minimum is *deep*: the mean pressure on a ring at ``ring_deg`` from
+   the centre exceeds the central value by at least ``min_depth`` Pa (a
+   crude closed-contour test that rejects troughs and broad lows);
+3. *strong wind* nearby: the largest 10 m wind speed within ``wind_radius_deg``
+   is at least ``min_wind`` m/s (skipped when the field has no ``u10``/``v10``);
+4. not on the outermost row/column of the field (an edge minimum may be a
+   cell of a low that lies outside).
+
+Coarse GCM fields smooth cyclones heavily (a 950 hPa storm of radius of
+maximum wind 30 km is a 1–2 hPa dent on a 1.4° grid once the model's
+effective resolution is accounted for), so the defaults are permissive
+(60 Pa, 5 m/s); candidates are ranked by ``depth`` (Pa) and the caller
+decides what to offer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays"]
+
+R_EARTH_KM = 6371.0
+
+
+@dataclass(frozen=True)
+class CycloneCandidate:
+    """A candidate cyclone centre found in a (coarse) field."""
+
+    lat: float
+    lon: float            # degrees east, in the field's own longitude frame
+    min_pressure: float   # Pa, central sea-level pressure
+    depth: float          # Pa, ring-mean pressure minus central pressure
+    max_wind: float       # m/s, largest 10 m wind within the wind radius (nan without winds)
+
+    def label(self) -> str:
+        lon = (self.lon + 180.0) % 360.0 - 180.0
+        ns = "N" if self.lat >= 0 else "S"
+        ew = "E" if lon >= 0 else "W"
+        wind = "" if not np.isfinite(self.max_wind) else f", {self.max_wind:.0f} m/s"
+        return (f"{abs(self.lat):.1f}°{ns} {abs(lon):.1f}°{ew}: {self.min_pressure / 100:.0f} hPa "
+                f"(−{self.depth / 100:.0f} hPa{wind})")
+
+
+def _great_circle_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    p0, p = np.deg2rad(lat0), np.deg2rad(lat)
+    dl = np.deg2rad(lon - lon0)
+    c = np.sin(p0) * np.sin(p) + np.cos(p0) * np.cos(p) * np.cos(dl)
+    return R_EARTH_KM * np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
+                           u10: np.ndarray | None = None, v10: np.ndarray | None = None, *,
+                           window_deg: float = 6.0, ring_deg: float = 4.0, min_depth: float = 60.0,
+                           wind_radius_deg: float = 4.0, min_wind: float = 5.0,
+                           max_abs_lat: float = 45.0, max_candidates: int = 10) -> list[CycloneCandidate]:
+    """Candidate centres from 1-D ``lat``/``lon`` (degrees) and 2-D fields ``(nlat, nlon)``.
+
+    ``msl`` in Pa, winds in m/s.  NaNs are ignored (never a minimum).  See the
+    module docstring for the criteria.  Returns candidates sorted by depth
+    (deepest first), at most ``max_candidates``.
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    p = np.asarray(msl, dtype=np.float64)
+    if p.ndim != 2 or p.shape != (lat.size, lon.size):
+        raise ValueError(f"msl must have shape (nlat, nlon) = ({lat.size}, {lon.size}), got {p.shape}")
+    if lat.size < 3 or lon.size < 3:
+        return []
+    dlat = float(np.median(np.abs(np.diff(lat))))
+    dlon = float(np.median(np.abs(np.diff(lon))))
+    hy = max(1, int(round(0.5 * window_deg / dlat)))
+    hx = max(1, int(round(0.5 * window_deg / dlon)))
+    big = np.where(np.isfinite(p), p, np.inf)
+    padded = np.pad(big, ((hy, hy), (hx, hx)), mode="constant", constant_values=np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(padded, (2 * hy + 1, 2 * hx + 1))
+    local_min = win.min(axis=(-2, -1))
+    is_min = np.isfinite(big) & (big <= local_min)
+    is_min[0, :] = is_min[-1, :] = False
+    is_min[:, 0] = is_min[:, -1] = False
+    is_min &= (np.abs(lat) <= max_abs_lat)[:, None]
+    speed = None
+    if u10 is not None and v10 is not None:
+        speed = np.hypot(np.asarray(u10, dtype=np.float64), np.asarray(v10, dtype=np.float64))
+    lat2 = np.broadcast_to(lat[:, None], p.shape)
+    lon2 = np.broadcast_to(lon[None, :], p.shape)
+    ring_km = np.deg2rad(ring_deg) * R_EARTH_KM
+    wind_km = np.deg2rad(wind_radius_deg) * R_EARTH_KM
+    half_cell_km = 0.75 * np.deg2rad(max(dlat, dlon)) * R_EARTH_KM
+    out: list[CycloneCandidate] = []
+    for i, j in zip(*np.nonzero(is_min)):
+        d = _great_circle_km(lat[i], lon[j], lat2, lon2)
+        ring = np.isfinite(p) & (np.abs(d - ring_km) <= half_cell_km)
+        if ring.sum() < 4:
+            continue
+        depth = float(np.mean(p[ring]) - p[i, j])
+        if depth < min_depth:
+            continue
+        wmax = float("nan")
+        if speed is not None:
+            near = (d <= wind_km) & np.isfinite(speed)
+            wmax = float(np.max(speed[near])) if near.any() else float("nan")
+            if not (wmax >= min_wind):
+                continue
+        out.append(CycloneCandidate(float(lat[i]), float(lon[j]), float(p[i, j]), depth, wmax))
+    # merge plateaus / duplicates closer than the window: keep the deepest
+    out.sort(key=lambda c: -c.depth)
+    kept: list[CycloneCandidate] = []
+    for c in out:
+        if all(_great_circle_km(k.lat, k.lon, np.array(c.lat), np.array(c.lon)) > 0.5 * window_deg * 111.0
+               for k in kept):
+            kept.append(c)
+    return kept[:max_candidates]
+
+
+def detect_cyclones(gcm_ds, **kwargs) -> list[CycloneCandidate]:
+    """Candidate cyclone centres in a GCM field (an ``xarray.Dataset`` with ``msl`` and optionally ``u10``/``v10``).
+
+    The dataset must hold one time step (a leading ``time`` of length 1 is
+    squeezed).  Raises ``ValueError`` with a readable message if there is no
+    sea-level pressure (e.g. the real MPI-ESM-LR file ships only tas/uas/vas).
+    Keyword arguments go to :func:`detect_cyclones_arrays`.
+    """
+    if "msl" not in gcm_ds:
+        src = gcm_ds.attrs.get("source_id", "this GCM")
+        raise ValueError(f"{src} has no sea-level pressure (msl/psl): cyclone detection needs it")
+
+    def arr(name):
+        if name not in gcm_ds:
+            return None
+        da = gcm_ds[name]
+        if "time" in da.dims:
+            if da.sizes["time"] != 1:
+                raise ValueError("detect_cyclones: pass a single time step")
+            da = da.isel(time=0)
+        return np.asarray(da.transpose("lat", "lon").values)
+
+    return detect_cyclones_arrays(np.asarray(gcm_ds["lat"].values), np.asarray(gcm_ds["lon"].values),
+                                  arr("msl"), arr("u10"), arr("v10"), **kwargs)

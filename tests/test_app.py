@@ -1,0 +1,401 @@
+"""Component tests of the dashboard (no browser): factory, state handlers, runner, views, exports, config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("panel")
+
+import holoviews as hv  # noqa: E402
+import panel as pn  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from engine.grids import GridError, Region  # noqa: E402
+from zssd_app.config import ServerConfig, load_config, parse_gcm_files  # noqa: E402
+from zssd_app.runner import JobCancelled, RunJob, RunQueue  # noqa: E402
+from zssd_app.state import AppState, snap_region  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> ServerConfig:
+    # the tiny untrained prior keeps sampling fast; BCSD off (it trains ~20 s per case)
+    return ServerConfig(prior="tiny", bcsd=False, export_dir=tmp_path_factory.mktemp("exports"))
+
+
+@pytest.fixture()
+def state(config) -> AppState:
+    """A session on the default storm, over a 16° box (64x64 cells) to keep the tiny runs quick."""
+    s = AppState(config=config, queue=RunQueue(1))
+    c = s.catalog[s.default_case_name()]
+    s.param.update(gcm="MPI-ESM1-2-HR", time=c.peak_time.to_pydatetime(),
+                   region_text=Region.around(c.peak_lat, c.peak_lon, 16.0).as_text())
+    assert s.case is not None and s.case_error == "", s.notifications
+    return s
+
+
+def _levels(state: AppState) -> list[str]:
+    return [lvl for lvl, _ in state.notifications]
+
+
+# ------------------------------------------------------------------ factory
+def test_create_app_builds(config):
+    from zssd_app.app import TAB_NAMES, create_app
+
+    s = AppState(config=config, queue=RunQueue(1))
+    app = create_app(s)
+    assert isinstance(app, pn.template.FastListTemplate)
+    assert app.title == "ZSSD Explorer"
+    tabs = app.zssd_views["tabs"]
+    assert tuple(tabs._names) == TAB_NAMES
+    assert s.case is not None and s.case.paired
+    # untrained network → visible warning banner
+    assert app.zssd_views["banner"].visible and "Untrained" in app.zssd_views["banner"].object
+    # every tab's content serialises to Bokeh models without errors
+    for name, view in app.zssd_views.items():
+        if name not in ("tabs",):
+            assert pn.panel(view).get_root() is not None, name
+
+
+def test_reference_is_never_called_era5(state):
+    from zssd_app.views.about import ABOUT_TEXT
+    from zssd_app.views.maps import MapsView
+
+    m = MapsView(state=state)
+    title = m._data("ref")["title"]
+    assert title == "Demo world (synthetic stand-in for ERA5)"
+    assert "synthetic stand-in for ERA5" in ABOUT_TEXT
+
+
+# ------------------------------------------------------------------ selection
+def test_pick_case_sets_gcm_time_region(state):
+    name = sorted(state.catalog)[3]
+    c = state.catalog[name]
+    state.gcm = "MPI-ESM-LR"  # real file (2005): cannot show a 2021–2023 storm → switched to a demo GCM
+    assert state.pick_case(name)
+    assert state.gcm in state.demo_sources()
+    assert state.time == c.peak_time.to_pydatetime()
+    assert state.region_text == c.region.as_text()
+    assert state.case.region == c.region and state.case_name == name
+    assert state.case.fine.shape == (128, 128)  # the catalog's 32° box
+    assert "bilinear" in state.baselines
+    assert state.case_error == ""
+
+
+def test_invalid_region_notifies_and_keeps_case(state):
+    before = state.case
+    for bad in ("10,12,0,5", "0,80,0,100", "not a region", "95,100,0,30"):
+        state.notifications.clear()
+        state.region_text = bad
+        assert state.case_error, bad
+        assert "error" in _levels(state), bad
+        assert state.case is before  # the previous case is still shown
+    state.region_text = "10,42,-80,-48"
+    assert state.case_error == "" and state.case is not before
+    assert state.case.region.as_text() == "10,42,-80,-48"
+
+
+def test_date_outside_data_notifies(state):
+    state.notifications.clear()
+    state.gcm = "MPI-ESM-LR"  # the real file covers 2005 only; the case's time is 2021–2023
+    assert state.case_error and "2005" in state.case_error
+    assert "error" in _levels(state)
+    import datetime as dt
+
+    state.time = dt.datetime(2005, 8, 15)
+    assert state.case_error == "" and not state.case.paired
+    table = state.metrics_table()
+    assert table["Method"].tolist() == ["unpaired"]
+
+
+def test_draw_region_snaps(state):
+    assert state.set_region(10.1, 41.9, -79.9, -48.3)
+    r = state.case.region
+    assert (r.south, r.west) == (10.0, -80.0)
+    assert r.height % 0.25 == 0 and r.width % 0.25 == 0
+    state.notifications.clear()
+    assert not state.set_region(10, 14, 0, 5)  # too small → message, no change
+    assert "at least 16" in state.case_error
+
+
+def test_snap_region_limits():
+    r = snap_region(Region(10.1, 40.0, 170.3, -160.2), cell_multiple=8)
+    assert r.south == 10.0 and r.west == 170.25 and r.height % 2 == 0 and r.width % 2 == 0
+    with pytest.raises(GridError, match="at least 16"):
+        snap_region(Region(0, 10, 0, 30))
+    with pytest.raises(GridError, match="at most 64"):
+        snap_region(Region(-40, 40, 0, 30))
+
+
+def test_find_cyclones_offers_candidates(config):
+    s = AppState(config=config, queue=RunQueue(1))
+    # a clear storm on the ×10 task (2.5° averages keep the low visible)
+    c = max(s.catalog.values(), key=lambda k: k.peak_wind)
+    s.pick_case(c.name)
+    s.gcm = "x10"
+    cands = s.find_cyclones()
+    assert cands, s.notifications
+    best = cands[0]
+    assert abs(best.lat - c.peak_lat) < 3.0
+    assert abs((best.lon - c.peak_lon + 180) % 360 - 180) < 3.0
+    assert s.centre_on(0)
+    assert s.case.region.height == c.region.height
+
+
+# ------------------------------------------------------------------ running
+def test_run_sync_tiny_prior(state, tmp_path):
+    state.steps = 3
+    state.members = 2
+    job = state.run(sync=True)
+    assert job.status == "done", job.traceback
+    assert state.status == "done" and state.step == 3 and state.n_steps == 3
+    assert state.live is not None and state.live.shape == (4, 64, 64) and state.live_final
+    assert np.isfinite(state.live).all()
+    assert len(state.trace.frames) == 3 and len(state.trace.misfit) == 3
+    assert isinstance(state.result, xr.Dataset) and state.result["t2m_members"].sizes["member"] == 2
+    table = state.metrics_table()
+    assert table["Method"].tolist()[:1] == ["Bilinear"] and any("ensemble mean" in m for m in table["Method"])
+    # exports: NetCDF atomically into the export dir, PNG drawn by matplotlib
+    path = state.export_netcdf()
+    assert path.exists() and path.parent == Path(state.config.export_dir)
+    assert not list(path.parent.glob("*.tmp"))
+    with xr.open_dataset(path) as ds:
+        assert "t2m" in ds and ds.attrs["method"] == "zssd"
+    png = state.export_png().getvalue()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    state.cancel_all()  # session end removes its export files
+    assert not path.exists()
+
+
+def test_run_each_method(state):
+    state.steps = 2
+    for m in ("DPS", "DDRM"):
+        state.method = m
+        job = state.run(sync=True)
+        assert job.status == "done", job.traceback
+        assert state.result.attrs["method"] == m.lower()
+
+
+def test_stop_mid_run(state):
+    state.steps = 200
+    job = state.run()
+    t0 = time.monotonic()
+    while state.step < 2:
+        state.poll()
+        assert time.monotonic() - t0 < 60, "run did not start"
+        time.sleep(0.05)
+    state.stop()
+    assert job.wait(30)
+    state.poll()
+    assert job.status == "cancelled"
+    assert state.status == "cancelled" and 2 <= state.step < 200
+    assert state.result is None  # nothing half-written
+    assert "Stopped" in state.status_text
+    # the session keeps working: a new short run completes
+    state.steps = 2
+    assert state.run(sync=True).status == "done"
+
+
+def test_session_destroyed_cancels_queued_and_running(config):
+    q = RunQueue(1)
+    gate = threading.Event()
+    blocker = q.submit(RunJob(lambda j: gate.wait(10), owner="other"))
+    s = AppState(config=config, queue=q)
+    s.pick_case(s.default_case_name())
+    s.steps = 5
+    job = s.run()
+    time.sleep(0.3)
+    s.poll()
+    assert job.status == "queued" and s.queue_position == 1 and "position 1" in s.status_text
+    s.cancel_all()
+    assert job.wait(5) and job.status == "cancelled"
+    gate.set()
+    assert blocker.wait(5) and blocker.status == "done"
+
+
+def test_run_queue_fifo_positions_and_errors():
+    q = RunQueue(1)
+    gate = threading.Event()
+    order = []
+
+    def work(name):
+        def fn(job):
+            if name == "a":
+                gate.wait(10)
+            if name == "bad":
+                raise RuntimeError("boom")
+            order.append(name)
+        return fn
+
+    a = q.submit(RunJob(work("a")))
+    time.sleep(0.1)
+    b = q.submit(RunJob(work("b")))
+    c = q.submit(RunJob(work("bad")))
+    time.sleep(0.3)
+    assert (a.position, b.position, c.position) == (0, 1, 2)
+    assert q.snapshot() == (1, 2)
+    gate.set()
+    for j in (a, b, c):
+        assert j.wait(5)
+    assert order == ["a", "b"] and c.status == "error" and "boom" in str(c.error)
+    cancelled = q.run_inline(RunJob(lambda j: (_ for _ in ()).throw(JobCancelled())))
+    assert cancelled.status == "cancelled"
+
+
+def test_compare_zssd_dps_x20(state):
+    state.steps = 2
+    job = state.run_compare(sync=True)
+    assert job.status == "done", job.traceback
+    assert set(state.compare) == {"ZSSD", "DPS"}
+    for tr in state.compare.values():
+        assert tr.source_id == "x20" and len(tr.frames) == 2 and len(tr.misfit) == 2
+    assert state.compare_status == "done"
+
+
+# ------------------------------------------------------------------ views
+def _glyph_types(model) -> set[str]:
+    from bokeh.models import GlyphRenderer
+
+    return {type(r.glyph).__name__ for r in model.select({"type": GlyphRenderer})}
+
+
+def test_map_renders_with_coastlines(state):
+    from zssd_app.views.maps import MapsView
+
+    m = MapsView(state=state)
+    plot = hv.render(m._pane.object, backend="bokeh")
+    kinds = _glyph_types(plot)
+    assert "MultiLine" in kinds  # coastlines (Natural Earth, offline)
+    assert "Image" in kinds
+    # wind: arrows
+    state.variable = "wind"
+    kinds = _glyph_types(hv.render(m._pane.object, backend="bokeh"))
+    assert "Segment" in kinds or "Arrow" in kinds or len(kinds) > 2
+    # colour range fixed per case, same for all field panels
+    assert m._data("ref")["clim"] == m._data("bilinear")["clim"] == m._data("gcm")["clim"]
+
+
+def test_live_update_goes_through_pipe(state):
+    from zssd_app.views.maps import MapsView
+
+    m = MapsView(state=state)
+    pipe = m._pipes["live"]
+    assert pipe.data["message"] == "press Run"
+    state.steps = 2
+    state.run(sync=True)
+    assert m._pipes["live"] is pipe  # same stream: zoom survives updates
+    assert pipe.data["values"] is not None and "result" in pipe.data["title"]
+
+
+def test_coastlines_across_dateline():
+    from zssd_app.views.common import coastlines_for
+
+    pieces = coastlines_for(160.0, 200.0, -30.0, 0.0)  # Fiji / Samoa across 180°
+    assert pieces
+    lon = np.concatenate([p[:, 0] for p in pieces])
+    assert lon.max() > 180.0 and lon.min() >= 158.0
+
+
+def test_spectra_and_teaching_views(state):
+    from zssd_app.views.spectra import SpectraView, spectra_of
+    from zssd_app.views.teaching import TeachingView, guidance_pull, stage_text
+
+    state.steps = 3
+    state.run(sync=True)
+    sp = spectra_of(state)
+    assert {"Reference (demo world)", "GCM input", "Bilinear", "ZSSD result"} <= set(sp)
+    for wl, p in sp.values():
+        assert wl.shape == p.shape and np.all(wl > 0)
+    view = SpectraView(state=state)
+    assert len(view._table.value) >= 2
+    tv = TeachingView(state=state)
+    assert tv.player.end == 2 and tv.player.value == 2
+    assert hv.render(tv._maps.object, backend="bokeh") is not None
+    tv.player.value = 0  # scrub back
+    assert "Early" in tv.stage.object or "Middle" in tv.stage.object
+    assert "Late" in stage_text(0.01, 9, 10)
+    f = state.case.fine
+    from zssd_app.views.common import display_field
+
+    pull = guidance_pull(state.case, display_field(state.case.reference, "msl")[0],
+                         display_field(state.case.gcm, "msl")[0])
+    assert pull.shape == f.shape and np.isfinite(pull).mean() > 0.9
+
+
+def test_export_buttons(state):
+    from zssd_app.views.export import export_widgets
+
+    row = export_widgets(state)
+    nc, png = row.objects
+    assert nc.disabled  # nothing to export before a run
+    assert png.callback() is not None
+    state.steps = 2
+    state.run(sync=True)
+    assert not nc.disabled
+    path = nc.callback()
+    assert Path(path).exists() and nc.filename.endswith(".nc")
+
+
+# ------------------------------------------------------------------ config / serve
+def test_config_env_and_toml(tmp_path):
+    f = tmp_path / "tas.nc"
+    f.write_bytes(b"")
+    files, problems = parse_gcm_files(f"MINE={f};BROKEN")
+    assert files == {"MINE": [f]} and problems
+    toml = tmp_path / "zssd.toml"
+    toml.write_text(f'max_concurrent_runs = 2\nprior = "tiny"\n[gcm_files]\nOTHER = ["{f}"]\nMISSING = ["/nope.nc"]\n')
+    cfg = load_config({"ZSSD_CONFIG": str(toml), "ZSSD_GCM_FILES": f"MINE={f};MIROC6={f}", "ZSSD_BCSD": "0"})
+    assert set(cfg.gcm_files) == {"OTHER", "MINE"}
+    assert cfg.max_concurrent_runs == 2 and cfg.prior == "tiny" and not cfg.bcsd
+    assert any("MISSING" in p for p in cfg.problems) and any("MIROC6" in p for p in cfg.problems)
+
+
+def test_configured_gcm_file_is_offered_and_bad_file_reported(tmp_path):
+    good = sorted((ROOT / "assets" / "gcm").glob("*.nc"))
+    bad = tmp_path / "broken.nc"
+    bad.write_text("not netcdf")
+    cfg = ServerConfig(prior="tiny", bcsd=False, export_dir=tmp_path,
+                       gcm_files={"MYMODEL": good, "BROKEN": [bad]})
+    s = AppState(config=cfg, queue=RunQueue(1))
+    assert "MYMODEL" in s.param.gcm.objects and "BROKEN" in s.param.gcm.objects
+    import datetime as dt
+
+    s.param.update(time=dt.datetime(2005, 3, 16), region_text="-30,2,30,62")
+    s.gcm = "MYMODEL"
+    assert s.case_error == "" and s.case.source_id == "MYMODEL" and not s.case.paired
+    s.notifications.clear()
+    s.gcm = "BROKEN"
+    assert s.case_error and "error" in _levels(s)
+    assert s.case.source_id == "MYMODEL"
+
+
+def test_serve_command_line():
+    import argparse
+
+    from engine import serve_cmd
+
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers()
+    serve_cmd.add_parser(sub)
+    args = ap.parse_args(["serve", "--port", "5123", "--address", "0.0.0.0", "--allow-websocket-origin",
+                          "example.org:5123", "--prior", "tiny", "--max-runs", "2"])
+    cmd, env = serve_cmd.build_command(args)
+    assert cmd[1:4] == ["-m", "panel", "serve"] and cmd[4].endswith("zssd_app/app.py")
+    assert cmd[cmd.index("--port") + 1] == "5123" and "example.org:5123" in cmd
+    assert env["ZSSD_PRIOR"] == "tiny" and env["ZSSD_MAX_RUNS"] == "2"
+    with pytest.raises(ValueError):
+        serve_cmd.build_command(ap.parse_args(["serve", "--port", "0"]))
+
+
+def test_engine_never_imports_panel():
+    code = ("import sys, engine.serve_cmd, engine.pipeline, engine.cyclones; "
+            "assert 'panel' not in sys.modules and 'bokeh' not in sys.modules, 'panel imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)

@@ -1,0 +1,75 @@
+"""Cyclone-centre detection in coarse fields (engine/cyclones.py, pure numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from engine.cyclones import detect_cyclones, detect_cyclones_arrays
+
+
+def _field(centres, res=1.5, lat0=0.0, lat1=40.0, lon0=100.0, lon1=160.0):
+    lat = np.arange(lat1, lat0, -res)
+    lon = np.arange(lon0, lon1, res)
+    LA, LO = np.meshgrid(lat, lon, indexing="ij")
+    p = 101200.0 + 50.0 * np.sin(np.deg2rad(LO) * 3)  # gentle background
+    u = np.zeros_like(p)
+    v = np.zeros_like(p)
+    for clat, clon, dp in centres:
+        r2 = (LA - clat) ** 2 + (LO - clon) ** 2
+        p = p - dp * np.exp(-r2 / (2 * 2.0 ** 2))
+        r = np.sqrt(r2) + 1e-6
+        speed = 25.0 * (dp / 3000.0) * (r / 2.0) * np.exp(0.5 * (1 - (r / 2.0) ** 2))
+        u += -speed * (LA - clat) / r
+        v += speed * (LO - clon) / r
+    return lat, lon, p, u, v
+
+
+def test_finds_two_lows_deepest_first():
+    lat, lon, p, u, v = _field([(20.0, 130.0, 1500.0), (12.0, 145.0, 3000.0)])
+    c = detect_cyclones_arrays(lat, lon, p, u, v)
+    assert len(c) == 2
+    assert abs(c[0].lat - 12.0) <= 1.5 and abs(c[0].lon - 145.0) <= 1.5
+    assert abs(c[1].lat - 20.0) <= 1.5 and abs(c[1].lon - 130.0) <= 1.5
+    assert c[0].depth > c[1].depth > 500 and c[0].max_wind > 10
+    assert "hPa" in c[0].label() and "N" in c[0].label()
+
+
+def test_rejects_weak_calm_and_edge_minima():
+    lat, lon, p, u, v = _field([(20.0, 130.0, 30.0)])  # 0.3 hPa dent: too shallow
+    assert detect_cyclones_arrays(lat, lon, p, u, v) == []
+    lat, lon, p, u, v = _field([(20.0, 130.0, 1500.0)])
+    assert detect_cyclones_arrays(lat, lon, p, u * 0.0, v * 0.0) == []  # no wind → not a cyclone
+    lat, lon, p, u, v = _field([(20.0, 100.0, 3000.0)])  # centre on the western edge
+    assert detect_cyclones_arrays(lat, lon, p, u, v) == []
+    assert len(detect_cyclones_arrays(lat, lon, np.where(np.isnan(p), 0, p))) == 0
+
+
+def test_nan_and_shape_checks():
+    lat, lon, p, u, v = _field([(20.0, 130.0, 2000.0)])
+    p[0:3, 0:3] = np.nan
+    assert len(detect_cyclones_arrays(lat, lon, p, u, v)) == 1
+    with pytest.raises(ValueError, match="shape"):
+        detect_cyclones_arrays(lat, lon, p[:-1], u, v)
+
+
+def test_dataset_interface_and_missing_msl():
+    lat, lon, p, u, v = _field([(20.0, 130.0, 2000.0)])
+    ds = xr.Dataset({"msl": (("lat", "lon"), p), "u10": (("lat", "lon"), u), "v10": (("lat", "lon"), v)},
+                    coords={"lat": lat, "lon": lon}, attrs={"source_id": "TEST"})
+    assert len(detect_cyclones(ds)) == 1
+    assert len(detect_cyclones(ds.expand_dims("time"))) == 1
+    with pytest.raises(ValueError, match="no sea-level pressure"):
+        detect_cyclones(ds.drop_vars("msl"))
+
+
+def test_finds_demo_cyclone_in_paired_task():
+    from engine.demo_world import DemoWorld
+    from engine.gcm import gcm_field
+
+    w = DemoWorld(0)
+    case = max(w.catalog(), key=lambda c: c.peak_wind)
+    g = gcm_field("x10", case.peak_time, case.region, w)
+    c = detect_cyclones(g)
+    assert c and abs(c[0].lat - case.peak_lat) < 3 and abs((c[0].lon - case.peak_lon + 180) % 360 - 180) < 3

@@ -1,0 +1,140 @@
+"""ZSSD Explorer dashboard: ``panel serve zssd_app/app.py`` (or ``zssd serve``).
+
+:func:`create_app` builds one browser session's page: a FastListTemplate with
+the controls in the sidebar and four tabs — "Downscale", "Spectra & metrics",
+"Teaching view", "About".  Nothing is created at import time; every session
+gets its own :class:`zssd_app.state.AppState` and views, and shares only the
+server-wide run queue, the prior and the demo world.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # executed by `panel serve zssd_app/app.py`: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import holoviews as hv
+import panel as pn
+
+from zssd_app.config import ServerConfig
+from zssd_app.runner import RunQueue
+from zssd_app.state import POLL_MS, AppState
+from zssd_app.views.about import AboutView
+from zssd_app.views.common import configure_cartopy
+from zssd_app.views.controls import Controls
+from zssd_app.views.export import export_widgets
+from zssd_app.views.maps import MapsView
+from zssd_app.views.spectra import SpectraView
+from zssd_app.views.teaching import TeachingView
+
+__all__ = ["create_app", "TAB_NAMES"]
+
+TAB_NAMES = ("Downscale", "Spectra & metrics", "Teaching view", "About")
+ACCENT = "#1f4e79"
+
+_CSS = """
+.bk-panel-models-markup-HTML h4, h4 { margin: 4px 0 2px 0; }
+"""
+
+
+def _silence_bokeh_sizing_warning() -> None:
+    # maps use frame_width/frame_height (data aspect) rather than width/height: expected, not a problem
+    try:
+        from bokeh.core.validation import silence
+        from bokeh.core.validation.warnings import FIXED_SIZING_MODE
+
+        silence(FIXED_SIZING_MODE, True)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("zssd_app")
+    if not log.handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _in_server_session() -> bool:
+    doc = pn.state.curdoc
+    return doc is not None and getattr(doc, "session_context", None) is not None
+
+
+def create_app(state: AppState | None = None, *, config: ServerConfig | None = None, queue: RunQueue | None = None,
+               initial_case: str | None = "default") -> pn.template.FastListTemplate:
+    """Build the page for one session.
+
+    Parameters
+    ----------
+    state
+        An existing state (tests); by default a new :class:`AppState`.
+    config, queue
+        Server configuration and run queue (default: the process-wide ones).
+    initial_case
+        Catalog cyclone to open with (``"default"``: a strong held-out storm; ``None``: nothing).
+    """
+    pn.extension("tabulator", notifications=True, raw_css=[_CSS], design="fast")
+    hv.extension("bokeh", logo=False)
+    configure_cartopy()
+    _setup_logging()
+    _silence_bokeh_sizing_warning()
+    state = state or AppState(config=config, queue=queue)
+    state.prior()  # load (once per server) and set the warning banner text
+    if initial_case is not None and state.case is None:
+        state.pick_case(state.default_case_name() if initial_case == "default" else initial_case)
+
+    controls = Controls(state=state)
+    maps = MapsView(state=state)
+    spectra = SpectraView(state=state)
+    teaching = TeachingView(state=state)
+    about = AboutView(state=state)
+
+    variable = pn.widgets.RadioButtonGroup.from_param(
+        state.param.variable, options={"2 m temperature": "t2m", "Sea-level pressure": "msl",
+                                       "10 m wind (speed + arrows)": "wind"},
+        color="primary", variant="outline", label="Variable")
+    banner = pn.pane.Alert(f"⚠ {state.prior_warning}", alert_type="warning",
+                           visible=bool(state.prior_warning), sizing_mode="stretch_width", margin=(0, 10))
+    state.param.watch(lambda e: banner.param.update(object=f"⚠ {e.new}",
+                                                    visible=bool(e.new)), "prior_warning")
+    downscale = pn.Column(
+        pn.Row(pn.pane.Markdown("**Variable**", margin=(2, 5, 0, 10)), variable, pn.layout.HSpacer(),
+               pn.pane.Markdown("**Export**", margin=(2, 5, 0, 10)), export_widgets(state),
+               sizing_mode="stretch_width"),
+        maps, sizing_mode="stretch_width")
+    tabs = pn.Tabs((TAB_NAMES[0], downscale), (TAB_NAMES[1], spectra), (TAB_NAMES[2], teaching),
+                   (TAB_NAMES[3], about), dynamic=False, sizing_mode="stretch_width")
+
+    def on_tab(event=None):
+        spectra.active = tabs.active == 1
+        teaching.active = tabs.active == 2
+    tabs.param.watch(on_tab, "active")
+    on_tab()
+
+    template = pn.template.FastListTemplate(
+        title="ZSSD Explorer",
+        sidebar=[controls], main=[banner, controls.run_bar(), tabs], sidebar_width=350, accent=ACCENT,
+        header_background=ACCENT,
+        theme_toggle=False, main_layout=None,
+    )
+    template.header.append(pn.pane.Markdown(
+        "zero-shot downscaling of climate-model fields by diffusion posterior sampling",
+        styles={"color": "white", "font-size": "0.95em"}, margin=(14, 10, 0, 10)))
+    # keep handles for tests
+    template.zssd_state = state
+    template.zssd_views = {"controls": controls, "maps": maps, "spectra": spectra, "teaching": teaching,
+                           "about": about, "tabs": tabs, "variable": variable, "banner": banner}
+    if _in_server_session():
+        pn.state.add_periodic_callback(state.poll, period=POLL_MS)
+        pn.state.on_session_destroyed(lambda ctx: state.cancel_all())
+    return template
+
+
+if __name__.startswith("bokeh") or __name__ == "__main__":
+    create_app().servable(title="ZSSD Explorer")

@@ -1,0 +1,83 @@
+"""The "About" tab: the method, the data (what is real, what is synthetic) and credits."""
+
+from __future__ import annotations
+
+import panel as pn
+import param
+
+from ..state import AppState
+
+__all__ = ["AboutView", "ABOUT_TEXT"]
+
+ABOUT_TEXT = """
+## ZSSD Explorer
+
+**Zero-shot statistical downscaling by diffusion posterior sampling** (ZSSD; Tie & Xiong 2026,
+*Zero-Shot Statistical Downscaling via Diffusion Posterior Sampling*, arXiv 2601.21760).
+
+### The method in four sentences
+A diffusion model (the *prior*) is trained on 0.25° reanalysis only — it learns what realistic
+weather maps of 2 m temperature, sea-level pressure and 10 m wind look like, given terrain,
+land–sea mask and the time of year and day; it never sees a climate model. To downscale a GCM field
+it starts from noise and denoises step by step; at every step the current clean estimate x̂0 is
+averaged the way the GCM sees the world and pulled towards the GCM field by the gradient of the
+misfit (*guidance*). **ZSSD** measures that misfit on one *unified* 5° grid re-projected to 0.25°
+(Unified Coordinate Guidance), so one trained prior works for every GCM grid and the guidance
+keeps its strength at large scale factors. **DPS** (Chung et al. 2023) measures it on the GCM's own
+grid; **DDRM** (Kawar et al. 2022) projects onto the data in the operator's singular basis without
+back-propagation. **Bilinear** interpolation and **BCSD** (bias correction and spatial
+disaggregation, Wood et al. 2004) are the classical baselines.
+
+### The data — what is real and what is synthetic
+* **Reference ("demo world").** No ERA5 reanalysis can be downloaded where this demo is built, so the
+  0.25° reference fields come from a seeded *synthetic stand-in for ERA5*: climatology with seasons,
+  land–sea contrasts and a diurnal cycle, lapse-rate cooling on the real terrain, balanced synoptic
+  weather with a realistic spectrum, and seeded tropical cyclones with Holland wind profiles. It is
+  **not** ERA5 and is labelled as such on every map. The years 2021–2023 are held out: the prior never
+  trains on them, and the cyclone catalog uses only them.
+* **Pseudo-GCMs** (IPSL-CM6A-LR, MIROC6, AWI-CM-1-1-MR, MPI-ESM1-2-LR, MPI-ESM1-2-HR): the demo world
+  seen through each model's *real native grid* with documented biases, smoothing (effective
+  resolution) and weakened cyclones — paired with the reference, so errors can be measured.
+* **Paired tasks ×6, ×10, ×20**: the reference averaged to 1.5°, 2.5° and 5° (perfect-model tests).
+* **MPI-ESM-LR**: a **real** CMIP5 file (historical, 2005 monthly means of tas, uas, vas; no
+  sea-level pressure), read unchanged. There is no reference state for it, so the comparison is
+  **unpaired** and no errors are computed.
+* Files the server operator configured (never a path typed in the browser) appear in the GCM menu.
+
+### Scores
+MAE, RMSE and the 99th percentile of the absolute error are latitude-weighted (cos φ) over the
+region. Spectra are radially averaged 2-D periodograms (Hann window) against wavelength.
+
+### Credits
+| what | source | licence |
+|---|---|---|
+| Elevation | pvlib `Altitude.h5` (Mapzen terrain tiles: ETOPO1, GMTED2010, SRTM, …) | BSD-3 / source credits |
+| Land–sea mask | `global-land-mask` (GLOBE, NOAA) | MIT |
+| Real GCM | CMIP5 MPI-ESM-LR historical 2005, from Debian `libncarg-data` (NCL example data) | CMIP5 data © MPI-M |
+| Coastlines | Natural Earth 110 m | public domain |
+| Software | Panel, HoloViews, Bokeh, PyTorch, xarray, matplotlib | BSD / BSD / BSD / BSD / Apache-2.0 / PSF |
+
+Reference papers: Tie & Xiong (2026) arXiv 2601.21760; Chung et al. (2023) *Diffusion Posterior
+Sampling for General Noisy Inverse Problems*, ICLR; Kawar et al. (2022) *Denoising Diffusion
+Restoration Models*, NeurIPS; Wood et al. (2004) *Climatic Change* 62, 189–216; Holland (1980)
+*Mon. Wea. Rev.* 108, 1212–1218.
+"""
+
+
+class AboutView(pn.viewable.Viewer):
+    state = param.ClassSelector(class_=AppState)
+
+    def __panel__(self):
+        prior, warning = self.state.prior(), self.state.prior_warning
+        sha = "untrained"
+        try:
+            from engine.pipeline import prior_sha256
+
+            sha = prior_sha256(prior)
+        except Exception:  # pragma: no cover
+            pass
+        status = (f"**This server's prior:** {'untrained tiny demo network' if warning else 'trained checkpoint'} "
+                  f"(sha256 {sha[:16]}…)" if len(sha) > 16 else
+                  f"**This server's prior:** {'untrained tiny demo network' if warning else sha}")
+        return pn.Column(pn.pane.Markdown(ABOUT_TEXT, sizing_mode="stretch_width", max_width=980),
+                         pn.pane.Markdown(status), sizing_mode="stretch_width")

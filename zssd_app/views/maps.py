@@ -1,0 +1,189 @@
+"""The "Downscale" maps: GCM input, reference, bilinear, BCSD, live x̂0 and the added detail.
+
+One ``hv.Layout`` of ``DynamicMap`` s, each fed by its own ``hv.streams.Pipe``:
+panels share their axes (linked pan/zoom), the colour range is fixed per case
+and variable (so colours are comparable across panels and over a run), and a
+live update only replaces the image data, so the user's zoom survives.
+"""
+
+from __future__ import annotations
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from ..state import AppState
+from .common import (DISPLAY, SOURCE_LABEL_SHORT, blocky, coast_element, display_field, empty_map, map_element,
+                     pretty_source, vector_element)
+
+__all__ = ["MapsView", "PANELS", "map_plot"]
+
+PANELS = ("gcm", "ref", "bilinear", "bcsd", "live", "diff")
+FRAME_W = 235
+
+
+def _bounds(case):
+    f = case.fine
+    lb = f.lat_bounds
+    return float(f.lon_bounds[0]), float(f.lon_bounds[-1]), float(min(lb[0], lb[-1])), float(max(lb[0], lb[-1]))
+
+
+def map_plot(lat, lon, values, *, key: str, clim, title: str, bounds, kind: str = "image", lat_bounds=None,
+             lon_bounds=None, u=None, v=None, cmap: str | None = None, units: str | None = None,
+             message: str | None = None, coast=None, frame_width: int = FRAME_W, show_vectors: bool = True,
+             vec_lat=None, vec_lon=None):
+    """One map panel as an ``hv.Overlay``: field (Image/QuadMesh) + coastlines (+ wind arrows)."""
+    d = DISPLAY.get(key)
+    x0, x1, y0, y1 = bounds
+    units = units or d.units
+    cmap = cmap or d.cmap
+    vdim = hv.Dimension("value", label=d.label if d else key, unit=units)
+    missing = values is None
+    if missing:  # same plot structure as with data (DynamicMap overlays must keep their layers)
+        values = np.full((np.size(lat), np.size(lon)), 0.5 * (clim[0] + clim[1]))
+    el = map_element(lat, lon, values, kind=kind, lat_bounds=lat_bounds, lon_bounds=lon_bounds, vdim=vdim)
+    h = frame_width * (y1 - y0) / max(x1 - x0, 1e-6)
+    el = el.opts(cmap=cmap, clim=tuple(clim), colorbar=True, clabel=units,
+                 tools=["hover"], title=title, xlim=(x0, x1), ylim=(y0, y1), frame_width=frame_width,
+                 frame_height=int(max(120, min(2 * frame_width, h))), clipping_colors={"NaN": "#dddddd"},
+                 colorbar_opts={"width": 10}, toolbar="above", fontsize={"title": "10.5pt"},
+                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"], active_tools=["wheel_zoom"],
+                 alpha=0.0 if missing else 1.0)
+    if kind != "image":
+        el = el.opts(line_alpha=0.0, line_width=0)
+    coast = coast if coast is not None else coast_element(x0, x1, y0, y1)
+    out = el * coast
+    if key == "wind" and show_vectors:
+        out = out * vector_element(lat if vec_lat is None else vec_lat, lon if vec_lon is None else vec_lon, u, v,
+                                   max_speed=float(clim[1]), target=14).opts(
+            color="black", alpha=0.7, magnitude="length", rescale_lengths=False, normalize_lengths=False,
+            pivot="mid", line_width=1.0)
+    out = out * empty_map(message or "", x0, x1, y0, y1)
+    return out.opts(title=title)
+
+
+class MapsView(pn.viewable.Viewer):
+    """Six linked maps of the current case and run."""
+
+    state = param.ClassSelector(class_=AppState)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._pipes: dict[str, hv.streams.Pipe] = {}
+        self._pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=400, linked_axes=True,
+                                       css_classes=["zssd-maps"])
+        self._caption = pn.pane.Markdown("", sizing_mode="stretch_width", styles={"color": "#444"},
+                                         margin=(0, 10))
+        self._layout = pn.Column(self._caption, self._pane, sizing_mode="stretch_width")
+        s = self.state
+        s.param.watch(lambda *_: self.rebuild(), ["case_version", "variable"])
+        s.param.watch(lambda *_: self.push_live(), ["frame_version"])
+        s.param.watch(lambda *_: self.push_baselines(), ["baseline_version"])
+        s.param.watch(lambda *_: self.push_live(), ["status"])
+        self.rebuild()
+
+    def __panel__(self):
+        return self._layout
+
+    # ------------------------------------------------------------ contents
+    def _data(self, panel: str) -> dict:
+        s = self.state
+        c = s.case
+        key = s.variable
+        d = DISPLAY[key]
+        f = c.fine
+        base = {"lat": f.lat, "lon": f.lon, "kind": "image", "message": None, "u": None, "v": None,
+                "clim": s.clims[key], "key": key}
+        if panel == "gcm":
+            g = c.gcm_grid
+            vals, u, v = display_field(c.gcm, key)
+            # each 0.25° pixel shows the GCM cell that contains it: true cell boundaries, drawn as one image
+            vals = blocky(g.lat_bounds, g.lon_bounds, vals, f.lat, f.lon)
+            nat = f"{c.gcm.attrs.get('native_grid', '')}".strip().replace("x", "×")
+            return {**base, "values": vals, "u": u, "v": v, "lat_u": g.lat, "lon_u": g.lon,
+                    "title": f"GCM: {pretty_source(c.source_id)}"
+                             + (f" ({nat} native grid)" if nat else " (native grid)"),
+                    "message": None if vals is not None else f"{d.label}: not in this GCM file"}
+        if panel == "ref":
+            vals, u, v = display_field(c.reference, key)
+            title = SOURCE_LABEL_SHORT if c.paired else "Demo world (synthetic), NOT paired with this GCM"
+            return {**base, "values": vals, "u": u, "v": v, "title": title}
+        if panel in ("bilinear", "bcsd"):
+            ds = s.baselines.get(panel)
+            name = "Bilinear interpolation" if panel == "bilinear" else "BCSD (bias correction + disaggregation)"
+            if ds is None:
+                err = s.baseline_errors.get(panel)
+                msg = ("not available for a real GCM" if (err and not c.paired) else
+                       "turned off on this server" if (err and "turned off" in err) else
+                       "failed: see notification" if err else "training BCSD on demo years… (~20 s)")
+                return {**base, "values": None, "title": name, "message": msg}
+            vals, u, v = display_field(ds, key)
+            return {**base, "values": vals, "u": u, "v": v, "title": name,
+                    "message": None if vals is not None else "not available"}
+        meth = s.result_meta.get("method", s.method)
+        live = s.live_dataset()
+        if panel == "live":
+            if live is None:
+                return {**base, "values": None, "title": f"{s.method} x̂0 (press Run)", "message": "press Run"}
+            vals, u, v = display_field(live, key)
+            if s.live_final:
+                title = f"{meth} result (member 1 of {s.result_meta.get('members', 1)})"
+            else:
+                title = f"{meth} x̂0, step {s.step}/{s.n_steps}"
+            return {**base, "values": vals, "u": u, "v": v, "title": title}
+        # diff: added detail over bilinear
+        bil = s.baselines.get("bilinear")
+        title = f"Added detail: {meth} − bilinear"
+        if live is None or bil is None:
+            return {**base, "values": None, "title": title, "message": "after Run", "clim": s.clims[key + ":diff"],
+                    "cmap": "RdBu_r"}
+        a, _, _ = display_field(live, key)
+        b, _, _ = display_field(bil, key)
+        return {**base, "values": a - b, "title": title, "clim": s.clims[key + ":diff"], "cmap": "RdBu_r",
+                "key_units": DISPLAY[key].units}
+
+    def _callback(self, bounds, coast):
+        def cb(data):
+            if not data:
+                return hv.Overlay([coast])
+            return map_plot(data["lat"], data["lon"], data.get("values"), key=data["key"], clim=data["clim"],
+                            title=data["title"], bounds=bounds, kind=data.get("kind", "image"),
+                            lat_bounds=data.get("lat_bounds"), lon_bounds=data.get("lon_bounds"),
+                            u=data.get("u"), v=data.get("v"), cmap=data.get("cmap"), message=data.get("message"),
+                            coast=coast, vec_lat=data.get("lat_u"), vec_lon=data.get("lon_u"))
+        return cb
+
+    def rebuild(self) -> None:
+        s = self.state
+        if s.case is None:
+            self._pane.object = None
+            self._caption.object = "No case loaded: pick a cyclone or a GCM, time and region in the sidebar."
+            return
+        c = s.case
+        bounds = _bounds(c)
+        coast = coast_element(*bounds)
+        d = DISPLAY[s.variable]
+        self._pipes = {p: hv.streams.Pipe(data=self._data(p)) for p in PANELS}
+        dmaps = [hv.DynamicMap(self._callback(bounds, coast), streams=[self._pipes[p]]) for p in PANELS]
+        layout = hv.Layout(dmaps).cols(3).opts(shared_axes=True, merge_tools=True)
+        self._pane.object = layout
+        paired = ("paired: the demo-world reference is the truth the GCM field was derived from"
+                  if c.paired else "**unpaired**: a real GCM has no matching reference state; the demo-world "
+                                   "panel is context only")
+        self._caption.object = (
+            f"**{c.source_id}**, {c.time:%Y-%m-%d %H:%M} UTC, region {c.region.as_text()} (S,N,W,E) · "
+            f"{d.label} in {d.units}, one colour scale for all field panels · {paired} · "
+            f"maps in longitude/latitude (PlateCarree); pan/zoom is linked.")
+
+    def push_live(self) -> None:
+        if not self._pipes or self.state.case is None:
+            return
+        for p in ("live", "diff"):
+            self._pipes[p].send(self._data(p))
+
+    def push_baselines(self) -> None:
+        if not self._pipes or self.state.case is None:
+            return
+        for p in ("bilinear", "bcsd", "diff"):
+            self._pipes[p].send(self._data(p))
