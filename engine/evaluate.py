@@ -1,0 +1,287 @@
+"""Benchmark the downscaling methods on held-out demo cases (``zssd evaluate``).
+
+Protocol
+--------
+* **Held-out only**: every case time lies in :data:`engine.demo_world.HELDOUT_YEARS`
+  (asserted); the prior, BCSD and the guidance-scale tuning never see these years.
+* **Cases**: the first ``ceil(N/2)`` tropical cyclones of the held-out catalog
+  (:meth:`DemoWorld.catalog`, sorted by time; a square region of ``size_px`` 0.25°
+  pixels around the peak position), then ``floor(N/2)`` seeded random cases:
+  year uniform in the held-out years, day of year uniform, UTC hour in {0, 6, 12, 18},
+  centre latitude uniform in sin φ over ±60°, centre longitude uniform.
+* **Tasks**: ``x6``, ``x10``, ``x20`` (perfect-model averaging to 1.5°/2.5°/5°) or
+  ``gcm:NAME`` for a pseudo-GCM (paired with its demo-world reference).  The real
+  file cannot be scored (unpaired).
+* **Scores** per variable and method: cos φ weighted MAE, RMSE and P99 (the weighted
+  0.99 quantile of the absolute error, :func:`engine.metrics.p99_error`) of the
+  *ensemble mean* against the reference, averaged over cases; ``seconds_per_sample``
+  is the wall time of one case divided by the members (BCSD: the adjustment only —
+  the per-case training time is reported at the top level as ``bcsd_train_seconds``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time as _time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .demo_world import HELDOUT_YEARS, DemoWorld
+from .gcm import PSEUDO_GCMS, REAL_FILES
+from .grids import PAIRED_TASKS, Region
+from .variables import VARIABLES
+
+__all__ = ["EvalCase", "parse_task", "evaluation_cases", "evaluate", "markdown_table", "add_parser", "run",
+           "machine_info"]
+
+
+class EvalCase(tuple):
+    """``(name, time, region)``."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, time: pd.Timestamp, region: Region):
+        return super().__new__(cls, (name, time, region))
+
+    name = property(lambda self: self[0])
+    time = property(lambda self: self[1])
+    region = property(lambda self: self[2])
+
+
+def parse_task(task: str) -> str:
+    """``x6|x10|x20|gcm:NAME`` → the source id (paired sources only)."""
+    if task in PAIRED_TASKS:
+        return task
+    if task.startswith("gcm:"):
+        name = task[4:]
+        if name in PSEUDO_GCMS:
+            return name
+        if name in REAL_FILES:
+            raise ValueError(f"{name} is a real GCM file with no paired reference; evaluate needs a paired "
+                             f"source (x6, x10, x20 or gcm:{'|'.join(PSEUDO_GCMS)})")
+        raise ValueError(f"unknown GCM {name!r} in task {task!r}; known: {', '.join(PSEUDO_GCMS)}")
+    raise ValueError(f"unknown task {task!r}; use x6, x10, x20 or gcm:NAME ({', '.join(PSEUDO_GCMS)})")
+
+
+def evaluation_cases(n: int, seed: int = 0, size_px: int = 128, world: DemoWorld | None = None,
+                     n_cyclones: int | None = None) -> list[EvalCase]:
+    """Held-out cases: ``ceil(n/2)`` catalog cyclones, then seeded random (time, region) boxes."""
+    if n < 1:
+        raise ValueError(f"--cases must be at least 1, got {n}")
+    if size_px < 8:
+        raise ValueError(f"region size must be at least 8 pixels, got {size_px}")
+    world = world or DemoWorld(0)
+    size = size_px * 0.25
+    n_cyc = math.ceil(n / 2) if n_cyclones is None else min(int(n_cyclones), n)
+    out: list[EvalCase] = []
+    for c in world.catalog()[:n_cyc]:
+        out.append(EvalCase(c.name, c.peak_time, Region.around(c.peak_lat, c.peak_lon, size)))
+    rng = np.random.default_rng([seed, 2024])
+    k = 0
+    while len(out) < n:
+        y = int(rng.choice(HELDOUT_YEARS))
+        d = int(rng.integers(0, 365))
+        h = int(rng.choice([0, 6, 12, 18]))
+        t = pd.Timestamp(year=y, month=1, day=1) + pd.Timedelta(days=d, hours=h)
+        lat = float(np.rad2deg(np.arcsin(rng.uniform(-1, 1) * np.sin(np.deg2rad(60.0)))))
+        lon = float(rng.uniform(-180, 180))
+        k += 1
+        out.append(EvalCase(f"random-{k:02d}", t, Region.around(lat, lon, size)))
+    for c in out:
+        assert c.time.year in HELDOUT_YEARS, f"evaluation case {c.name} at {c.time} is not in a held-out year"
+    return out
+
+
+def machine_info() -> str:
+    import torch
+
+    dev = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    return (f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"torch {torch.__version__} on {dev}, python {platform.python_version()}")
+
+
+def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, members: int = 1,
+             seed: int = 0, checkpoint: str | None = None, guidance_scales: dict[str, float] | None = None,
+             size_px: int = 128, prior=None, world_seed: int = 0,
+             progress: Callable[[str], Any] | None = None, keep_case: int | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON-able dict (plus ``"_outputs"`` if ``keep_case`` is set).
+
+    ``progress(message)`` is called once per (case, method).
+    """
+    from . import pipeline as P
+    from .metrics import score
+    from .samplers import default_guidance_scale
+    from .samplers.common import check_steps
+
+    source = parse_task(task)
+    methods = list(methods)
+    for m in methods:
+        P.check_method(m)
+    check_steps(steps)
+    if members < 1:
+        raise ValueError(f"--members must be at least 1, got {members}")
+    needs_prior = any(m in P.DIFFUSION_METHODS for m in methods)
+    if needs_prior and prior is None:
+        prior = P.load_prior(checkpoint)
+    world = P.get_world(world_seed)
+    case_list = evaluation_cases(cases, seed, size_px, world)
+    scales = {}
+    for m in ("zssd", "dps"):
+        if m in methods:
+            scales[m] = float((guidance_scales or {}).get(m, default_guidance_scale(m, steps)))
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}
+    bcsd_train: list[float] = []
+    outputs: dict[str, Any] = {}
+    t_all = _time.perf_counter()
+    for ci, ec in enumerate(case_list):
+        case = P.prepare_case(source, ec.time, ec.region, world=world)
+        ref = case.reference
+        if keep_case == ci:
+            outputs["reference"] = ref
+            outputs["case"] = case
+        for m in methods:
+            if progress is not None:
+                progress(f"case {ci + 1}/{len(case_list)} {ec.name} {ec.time:%Y-%m-%dT%H} {m}")
+            if m == "bcsd":
+                t0 = _time.perf_counter()
+                P._train_bcsd(case)
+                bcsd_train.append(_time.perf_counter() - t0)
+            t0 = _time.perf_counter()
+            ds = P.run_method(case, m, prior=prior, steps=steps, members=members, seed=seed + ci,
+                              guidance_scale=scales.get(m))
+            secs = (_time.perf_counter() - t0) / (members if m in P.DIFFUSION_METHODS else 1)
+            vs = [v for v in VARIABLES if v in ds.data_vars and v in ref.data_vars]
+            sc = score(ds[vs], ref[vs])
+            for v, s in sc.items():
+                d = per.setdefault(v, {}).setdefault(m, {"mae": [], "rmse": [], "p99": [], "seconds_per_sample": []})
+                d["mae"].append(float(s.mae))
+                d["rmse"].append(float(s.rmse))
+                d["p99"].append(float(s.p99))
+                d["seconds_per_sample"].append(secs)
+            if keep_case == ci:
+                outputs[m] = ds
+    results = {v: {m: {k: float(np.mean(x)) for k, x in d.items()} for m, d in dm.items()} for v, dm in per.items()}
+    out: dict[str, Any] = {
+        "task": task,
+        "cases": len(case_list),
+        "results": results,
+        "source_id": source,
+        "steps": steps,
+        "members": members,
+        "seed": seed,
+        "guidance_scale": scales,
+        "region_px": size_px,
+        "checkpoint": (None if prior is None else {"path": str(checkpoint or P.DEFAULT_CHECKPOINT),
+                                                   "sha256": P.prior_sha256(prior)}),
+        "case_list": [f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}" for c in case_list],
+        "heldout_years": list(HELDOUT_YEARS),
+        "score_definition": "cos-lat weighted MAE/RMSE/P99 (0.99 area quantile of |error|) of the ensemble mean "
+                            "vs the demo-world reference, mean over cases",
+        "machine": machine_info(),
+        "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "seconds_total": round(_time.perf_counter() - t_all, 2),
+    }
+    if bcsd_train:
+        out["bcsd_train_seconds"] = round(float(np.mean(bcsd_train)), 2)
+    if keep_case is not None:
+        out["_outputs"] = outputs
+    return out
+
+
+def markdown_table(res: dict[str, Any]) -> str:
+    """The results as a Markdown table: one row per method, MAE/RMSE/P99 per variable, s/sample."""
+    results = res["results"]
+    vs = [v for v in VARIABLES if v in results]
+    methods: list[str] = []
+    for v in vs:
+        for m in results[v]:
+            if m not in methods:
+                methods.append(m)
+    head = "| method | " + " | ".join(f"{v} MAE | {v} RMSE | {v} P99" for v in vs) + " | s/sample |"
+    sep = "|---|" + "---|" * (3 * len(vs)) + "---|"
+    rows = [f"**{res['task']}** — {res['cases']} held-out cases, {res.get('steps')} steps, "
+            f"{res.get('members', 1)} member(s)", "", head, sep]
+    for m in methods:
+        cells = []
+        secs = float("nan")
+        for v in vs:
+            r = results[v].get(m)
+            if r is None:
+                cells += ["–"] * 3
+                continue
+            cells += [_fmt(r["mae"]), _fmt(r["rmse"]), _fmt(r["p99"])]
+            secs = r["seconds_per_sample"]
+        rows.append(f"| {m} | " + " | ".join(cells) + f" | {secs:.2f} |")
+    return "\n".join(rows)
+
+
+def _fmt(x: float) -> str:
+    if not np.isfinite(x):
+        return "nan"
+    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+# ---------------------------------------------------------------- CLI
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score downscaling methods on held-out demo cases",
+                       description="Score methods on held-out demo cases (years " +
+                                   ", ".join(map(str, HELDOUT_YEARS)) + "); prints a Markdown table.")
+    p.add_argument("--task", required=True, help="x6 | x10 | x20 | gcm:NAME (a pseudo-GCM)")
+    p.add_argument("--methods", default="bilinear,bcsd,ddrm,dps,zssd", help="comma-separated methods")
+    p.add_argument("--cases", type=int, default=8, help="number of cases (half catalog cyclones, half random)")
+    p.add_argument("--steps", type=int, default=100, help="sampler steps")
+    p.add_argument("--members", type=int, default=1, help="ensemble members (the ensemble mean is scored)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random cases and the samplers")
+    p.add_argument("--region-px", type=int, default=128, help="region size in 0.25 deg pixels (default 128)")
+    p.add_argument("--guidance-scale", default=None,
+                   help="zeta, e.g. '3' for both or 'zssd=3,dps=10' (default: tuned values)")
+    p.add_argument("--checkpoint", default=None, help="prior checkpoint (default: the demo prior)")
+    p.add_argument("--json", required=True, help="output JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(_run=run)
+
+
+def _parse_scales(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    if "=" not in text:
+        z = float(text)
+        return {"zssd": z, "dps": z}
+    out = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        if k.strip() not in ("zssd", "dps"):
+            raise ValueError(f"--guidance-scale: unknown method {k.strip()!r} (zssd, dps)")
+        out[k.strip()] = float(v)
+    return out
+
+
+def run(args) -> int:
+    from .pipeline import check_method, write_json_atomic
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError("--methods is empty")
+    for m in methods:
+        check_method(m)
+    parse_task(args.task)
+    scales = _parse_scales(args.guidance_scale)
+    out_dir = os.path.dirname(os.path.abspath(args.json))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"output directory {out_dir} does not exist")
+    prog = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    res = evaluate(args.task, methods, args.cases, args.steps, args.members, args.seed, args.checkpoint, scales,
+                   args.region_px, progress=prog)
+    res["command"] = "zssd evaluate " + " ".join(
+        f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("task", "methods", "cases", "steps", "members",
+                                                                 "seed", "region_px", "json")
+    ) + (f" --guidance-scale {args.guidance_scale}" if args.guidance_scale else "") + (
+        f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+    write_json_atomic(res, args.json)
+    print(markdown_table(res))
+    return 0

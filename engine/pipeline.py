@@ -1,0 +1,610 @@
+"""The downscaling pipeline: one facade shared by the CLI, the app and batch jobs.
+
+* :func:`prepare_case` — everything a method needs for one (GCM, time, region):
+  the 0.25° grid, the GCM field on its native cells, the reference, the
+  prior's conditioning.  All input checks happen here (or in the sampler
+  constructors), before any expensive computation.
+* :func:`baseline` — bilinear interpolation or BCSD (trained on training-year
+  samples only, cached per process).
+* :func:`sampler` — a generator of :class:`engine.samplers.StepState` for
+  ``zssd``/``dps``/``ddrm``.
+* :func:`result_dataset` / :func:`baseline_result` — CF-style ``xr.Dataset``
+  with the ensemble mean, spread and members plus provenance attributes.
+* :func:`write_netcdf_atomic` — write to a temporary name in the same
+  directory and ``os.replace`` it; nothing is left behind on failure.
+
+Also the ``zssd downscale`` sub-command (:func:`add_parser`, :func:`run`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time as _time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .conditioning import static_channels, time_features, to_timestamp
+from .demo_world import SOURCE_LABEL, TRAIN_YEARS, DemoWorld, check_training_time
+from .errors import DataError
+from .gcm import GCM_SOURCES, REAL_FILES, gcm_field
+from .grids import GridError, LatLonGrid, Region, era5_grid
+from .operators import grid_from_xarray
+from .statics import ASSETS
+from .variables import VARIABLE_INFO, VARIABLES
+
+__all__ = [
+    "Case", "METHODS", "BASELINES", "DIFFUSION_METHODS", "prepare_case", "baseline", "sampler", "result_dataset",
+    "baseline_result", "write_netcdf_atomic", "write_json_atomic", "default_prior", "load_prior",
+    "DEFAULT_CHECKPOINT", "get_world", "prior_sha256", "check_source",
+    "bcsd_training_times", "parse_time", "parse_region", "check_method", "run_method", "add_parser", "run",
+    "REFERENCE_LABEL",
+]
+
+BASELINES: tuple[str, ...] = ("bilinear", "bcsd")
+DIFFUSION_METHODS: tuple[str, ...] = ("zssd", "dps", "ddrm")
+METHODS: tuple[str, ...] = BASELINES + DIFFUSION_METHODS
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
+REFERENCE_LABEL = "demo world (synthetic)"
+#: BCSD training sample: every third training year (10 years) x these days of the case's month, same UTC hour.
+BCSD_YEARS: tuple[int, ...] = TRAIN_YEARS[::3]
+BCSD_DAYS: tuple[int, ...] = (6, 21)
+
+
+# ---------------------------------------------------------------- inputs
+def parse_time(time) -> pd.Timestamp:
+    """An ISO time (or any time-like) → ``pd.Timestamp``; ``ValueError`` with the offending text."""
+    try:
+        return to_timestamp(time)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"cannot read time {time!r} (use ISO 8601, e.g. 2021-08-28T12:00): {e}") from None
+
+
+def parse_region(region) -> Region:
+    return region if isinstance(region, Region) else Region.parse(region)
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    return method
+
+
+def check_source(source_id: str, files: dict | None = None) -> str:
+    known = tuple(GCM_SOURCES) + tuple(files or {})
+    if source_id not in known:
+        raise GridError(f"unknown GCM {source_id!r}; known: {', '.join(known)}")
+    return source_id
+
+
+_WORLDS: dict[int, DemoWorld] = {}
+
+
+def get_world(seed: int = 0) -> DemoWorld:
+    """A per-process demo world (its cyclone tracks are cached)."""
+    if seed not in _WORLDS:
+        _WORLDS[seed] = DemoWorld(seed)
+    return _WORLDS[seed]
+
+
+# ---------------------------------------------------------------- the case
+@dataclass(eq=False)
+class Case:
+    """One downscaling problem: a GCM field at a time over a region, plus the reference and conditioning.
+
+    ``paired`` is True for the pseudo-GCMs and the ×6/×10/×20 tasks (the reference is the
+    same demo-world state the GCM field was derived from); for a real GCM file the
+    reference is the demo world at that date — an *unpaired* comparison.
+    """
+
+    source_id: str
+    time: pd.Timestamp
+    region: Region
+    fine: LatLonGrid
+    reference: xr.Dataset
+    gcm: xr.Dataset
+    static: np.ndarray
+    time_feats: np.ndarray
+    paired: bool
+    world_seed: int = 0
+    files: dict | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.fine.shape
+
+    @property
+    def gcm_grid(self) -> LatLonGrid:
+        return grid_from_xarray(self.gcm, name=self.source_id)
+
+    @property
+    def gcm_variables(self) -> tuple[str, ...]:
+        return tuple(v for v in VARIABLES if v in self.gcm.data_vars)
+
+    def label(self) -> str:
+        return f"{self.source_id} {self.time.strftime('%Y-%m-%dT%H:%M')} {self.region.as_text()}"
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "gcm": self.source_id,
+            "gcm_description": str(self.gcm.attrs.get("description", self.source_id)),
+            "gcm_kind": str(self.gcm.attrs.get("kind", "")),
+            "gcm_native_cells": f"{self.gcm.sizes['lat']}x{self.gcm.sizes['lon']}",
+            "gcm_selected_time": str(self.gcm.attrs.get("selected_time", self.time.isoformat())),
+            "time": self.time.isoformat(),
+            "region": self.region.as_text(),
+            "fine_grid": f"ERA5 0.25deg sub-grid {self.fine.shape[0]}x{self.fine.shape[1]}",
+            "reference": f"{REFERENCE_LABEL}: {SOURCE_LABEL}, seed {self.world_seed}",
+            "paired": self.paired,
+        }
+
+
+def prepare_case(source_id: str, time, region, world: DemoWorld | None = None, files: dict | None = None,
+                 world_seed: int = 0) -> Case:
+    """Assemble a :class:`Case`; raises ``ValueError`` (``GridError``/``DataError``) for bad input.
+
+    Checks: known GCM, readable time, valid region with ERA5 cells, GCM data at that time
+    (the real file only covers 2005), region at least one GCM cell in each direction.
+    """
+    check_source(source_id, files)
+    ts = parse_time(time)
+    reg = parse_region(region)
+    fine, _, _ = era5_grid().select(reg, what="region")
+    world = world if world is not None else get_world(world_seed)
+    gcm = gcm_field(source_id, ts, reg, world, files=files)
+    g = grid_from_xarray(gcm, name=source_id)
+    if reg.height < g.dlat - 1e-6 or reg.width < g.dlon - 1e-6:
+        raise GridError(f"region {reg} ({reg.height:g}°x{reg.width:g}°) is smaller than one {source_id} cell "
+                        f"({g.dlat:.3g}°x{g.dlon:.3g}°); choose a larger region")
+    real = source_id in REAL_FILES or source_id in (files or {})
+    reference = world.dataset(ts, fine)
+    reference.attrs["paired"] = int(not real)
+    dem, land = world.statics.region(fine)
+    static = static_channels(fine, dem, land, ts)
+    tf = time_features([ts])
+    return Case(source_id, ts, reg, fine, reference, gcm, static, tf, paired=not real,
+                world_seed=world.seed, files=files)
+
+
+# ---------------------------------------------------------------- baselines
+def bcsd_training_times(month: int, hour: int, years: Sequence[int] = BCSD_YEARS,
+                        days: Sequence[int] = BCSD_DAYS) -> list[pd.Timestamp]:
+    """Training-year times of one calendar month at one UTC hour (held-out years refused)."""
+    out = [pd.Timestamp(year=y, month=month, day=d, hour=hour) for y in years for d in days]
+    for t in out:
+        check_training_time(t)
+    return out
+
+
+_BCSD_CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
+_BCSD_CACHE_SIZE = 8
+
+
+def _train_bcsd(case: Case):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .baselines import BCSD
+
+    key = (case.source_id, case.region.as_text(), case.time.month, case.time.hour, case.world_seed)
+    if key in _BCSD_CACHE:
+        _BCSD_CACHE.move_to_end(key)
+        return _BCSD_CACHE[key]
+    world = get_world(case.world_seed)
+    times = bcsd_training_times(case.time.month, case.time.hour)
+
+    def one(t):
+        h = gcm_field(case.source_id, t, case.region, world).expand_dims("time")
+        r = world.dataset(t, case.fine)
+        return h, r
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:
+        pairs = list(ex.map(one, times))
+    hist = xr.concat([p[0] for p in pairs], dim="time", coords="minimal", compat="override")
+    ref = xr.concat([p[1] for p in pairs], dim="time")
+    # min_coverage ~0: GCM cells on the region's edge are trained on the part inside the region, so every
+    # fine cell has a trained coarse neighbour (the reference exists only over the region).
+    model = BCSD(min_samples=min(10, len(times)), min_coverage=1e-3).train(ref, hist)
+    _BCSD_CACHE[key] = model
+    while len(_BCSD_CACHE) > _BCSD_CACHE_SIZE:
+        _BCSD_CACHE.popitem(last=False)
+    return model
+
+
+def baseline(case: Case, method: str) -> xr.Dataset:
+    """A baseline downscaling of the case's GCM field on the fine grid (physical units, no time dim).
+
+    ``"bilinear"``: NaN-aware bilinear interpolation.  ``"bcsd"``: BCSD trained on
+    (pseudo-)GCM/reference pairs of the same calendar month and UTC hour from training
+    years only (:func:`bcsd_training_times`), cached per (source, region, month, hour).
+    A real GCM file (12 monthly means, no historical pairs) cannot train BCSD:
+    :class:`DataError`.
+    """
+    from .baselines import bilinear_downscale
+
+    if method == "bilinear":
+        out = bilinear_downscale(case.gcm, case.fine)
+    elif method == "bcsd":
+        if not case.paired:
+            raise DataError(
+                f"BCSD cannot be trained for {case.source_id}: the file holds monthly means of one year (one "
+                f"sample per calendar month) and no historical run paired with a reference, while BCSD needs at "
+                f"least 10 samples per month; use bilinear, ddrm, dps or zssd for this source")
+        model = _train_bcsd(case)
+        sim = case.gcm.expand_dims("time") if "time" not in case.gcm.dims else case.gcm
+        out = model.adjust(sim[[v for v in model.fits]]).isel(time=0)
+        out.attrs["bcsd_training_years"] = f"{BCSD_YEARS[0]}-{BCSD_YEARS[-1]} every 3rd year (training years only)"
+        out.attrs["bcsd_training_days"] = ",".join(map(str, BCSD_DAYS))
+    else:
+        raise ValueError(f"unknown baseline {method!r}; choose from {', '.join(BASELINES)}")
+    return out
+
+
+# ---------------------------------------------------------------- priors
+@lru_cache(maxsize=4)
+def _load_prior_cached(path: str, device: str | None):
+    from .prior.model import Prior
+
+    kw = {} if device is None else {"device": device}
+    return Prior.load(path, **kw)
+
+
+def load_prior(path: str | os.PathLike | None = None, device: str | None = None):
+    """Load a checkpoint (``.safetensors`` + JSON card), cached per process.
+
+    ``path="tiny"`` gives ``Prior.tiny(0)`` — an *untrained* network for smoke tests only.
+    """
+    from .prior.model import Prior
+
+    if path is not None and str(path) == "tiny":
+        return Prior.tiny(0)
+    p = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not p.exists():
+        hint = ("train one with `zssd train --config …` or pass --checkpoint PATH"
+                if path is None else "check the path")
+        raise FileNotFoundError(f"prior checkpoint {p} not found; {hint}")
+    return _load_prior_cached(str(p.resolve()), device)
+
+
+def default_prior(device: str | None = None):
+    """The shipped demo prior ``assets/checkpoints/zssd_demo_prior.safetensors``."""
+    return load_prior(None, device)
+
+
+def prior_sha256(prior) -> str:
+    """The checkpoint's sha256 from the prior's card (``"untrained"`` for ``Prior.tiny``)."""
+    for name in ("sha256", "checkpoint_sha256"):
+        v = getattr(prior, name, None)
+        if isinstance(v, str) and v:
+            return v
+    card = getattr(prior, "card_data", None)
+    if isinstance(card, dict):
+        sha = (card.get("weights") or {}).get("sha256") or card.get("sha256")
+        if sha:
+            return str(sha)
+    return "untrained"
+
+
+# ---------------------------------------------------------------- sampling
+def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, seed: int = 0,
+            guidance_scale: float | None = None, **kw) -> Iterator:
+    """A generator of :class:`engine.samplers.StepState` for a diffusion method.
+
+    Extra keywords go to the sampler (``guidance_schedule``, ``eta``; DDRM: ``eta``, ``eta_b``,
+    ``sigma_y``).  Validation happens now, before any step is computed.
+    """
+    from .samplers import get_sampler
+
+    if method in BASELINES:
+        raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
+    fn = get_sampler(method)
+    if method in ("zssd", "dps"):
+        kw["guidance_scale"] = guidance_scale
+    elif guidance_scale is not None and method == "ddrm":
+        raise ValueError("ddrm takes no guidance scale (it projects onto the data); use sigma_y/eta_b")
+    return fn(prior, case.gcm, case.fine, case.static, case.time_feats, steps=steps, members=members, seed=seed,
+              **kw)
+
+
+def _now() -> str:
+    return pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _coords(case: Case, members: int) -> dict:
+    f = case.fine
+    lat_b = np.stack([f.lat_bounds[:-1], f.lat_bounds[1:]], 1)
+    lon_b = np.stack([f.lon_bounds[:-1], f.lon_bounds[1:]], 1)
+    return {
+        "time": ("time", pd.DatetimeIndex([case.time]), {"standard_name": "time", "axis": "T"}),
+        "member": ("member", np.arange(members, dtype=np.int32), {"long_name": "ensemble member"}),
+        "lat": ("lat", f.lat, {"units": "degrees_north", "standard_name": "latitude", "axis": "Y",
+                               "bounds": "lat_bnds"}),
+        "lon": ("lon", f.lon, {"units": "degrees_east", "standard_name": "longitude", "axis": "X",
+                               "bounds": "lon_bnds"}),
+        "lat_bnds": (("lat", "nv"), lat_b),
+        "lon_bnds": (("lon", "nv"), lon_b),
+    }
+
+
+def _assemble(case: Case, fields: dict[str, np.ndarray], attrs: dict[str, Any]) -> xr.Dataset:
+    """``fields[var]`` is ``(members, H, W)`` physical → dataset with mean, spread and members."""
+    members = next(iter(fields.values())).shape[0]
+    data = {}
+    for v, a in fields.items():
+        a = np.asarray(a, dtype=np.float32)
+        info = VARIABLE_INFO.get(v)
+        base = {"units": info.units, "long_name": info.long_name, "standard_name": info.standard_name} if info else {}
+        mean = a.mean(0)
+        spread = a.std(0, ddof=1) if members > 1 else np.zeros_like(mean)
+        data[v] = (("time", "lat", "lon"), mean[None], {**base, "cell_methods": "member: mean"})
+        data[f"{v}_spread"] = (("time", "lat", "lon"), spread[None].astype(np.float32),
+                               {"units": base.get("units", ""), "long_name": f"ensemble spread (std) of {v}",
+                                "cell_methods": "member: standard_deviation"})
+        data[f"{v}_members"] = (("time", "member", "lat", "lon"), a[None],
+                                {**base, "long_name": f"{base.get('long_name', v)} (ensemble members)"})
+    ds = xr.Dataset(data, coords=_coords(case, members))
+    prov = case.provenance()
+    ds.attrs = {
+        "Conventions": "CF-1.8",
+        "title": f"ZSSD Explorer downscaling: {attrs.get('method', '?')} of {case.source_id}",
+        "source": f"{case.source_id}: {prov['gcm_description']}",
+        "region": case.region.as_text(),
+        "reference": f"{REFERENCE_LABEL}; paired={case.paired}",
+        "paired": int(case.paired),
+        "institution": "ZSSD Explorer (demo)",
+        "history": f"{_now()} created by zssd-explorer",
+        "provenance": json.dumps(prov),
+        **{k: (v if isinstance(v, (str, int, float, np.integer, np.floating)) else str(v)) for k, v in attrs.items()
+           if v is not None},
+    }
+    return ds
+
+
+def result_dataset(case: Case, final_state, prior, method: str, steps: int, seed: int,
+                   guidance_scale: float | None = None, seconds: float | None = None,
+                   variables: Sequence[str] | None = None, extra_attrs: dict | None = None) -> xr.Dataset:
+    """The final :class:`StepState` as a CF dataset (``time, member, lat, lon``).
+
+    Variables: ``<var>`` ensemble mean, ``<var>_spread`` (std over members, 0 for one member),
+    ``<var>_members``.  Attributes: method, checkpoint sha256, seed, steps, guidance scale,
+    source, region, provenance (JSON) and the reference label.
+    """
+    if not getattr(final_state, "final", False):
+        raise ValueError("result_dataset needs the final StepState of a finished run")
+    x = final_state.sample_phys().detach().to("cpu", dtype=final_state.x_t.dtype).numpy()
+    pv = list(prior.variables)
+    want = list(variables) if variables else pv
+    fields = {v: x[:, pv.index(v)] for v in want}
+    unguided = [v for v in pv if v not in case.gcm.data_vars]
+    attrs = {
+        "method": method,
+        "checkpoint_sha256": prior_sha256(prior),
+        "seed": int(seed),
+        "steps": int(steps),
+        "members": int(x.shape[0]),
+        "guidance_scale": "n/a" if guidance_scale is None else float(guidance_scale),
+        "unguided_variables": ",".join(unguided) if unguided else "none",
+        "device": str(getattr(prior, "device", "cpu")),
+        "last_step_misfit_rms": float(final_state.misfit_rms),
+    }
+    if seconds is not None:
+        attrs["seconds"] = round(float(seconds), 3)
+    attrs.update(extra_attrs or {})
+    return _assemble(case, fields, attrs)
+
+
+def baseline_result(case: Case, ds: xr.Dataset, method: str, seconds: float | None = None,
+                    variables: Sequence[str] | None = None) -> xr.Dataset:
+    """A baseline's output in the same layout as :func:`result_dataset` (one member)."""
+    want = [v for v in (variables or VARIABLES) if v in ds.data_vars]
+    if not want:
+        raise DataError(f"{method}: none of the requested variables {list(variables or VARIABLES)} is available "
+                        f"(the {case.source_id} field has {list(case.gcm_variables)})")
+    fields = {v: np.asarray(ds[v].transpose("lat", "lon").values)[None] for v in want}
+    attrs = {"method": method, "members": 1, "seed": "n/a", "steps": "n/a", "guidance_scale": "n/a",
+             "checkpoint_sha256": "n/a",
+             "downscaling": str(ds.attrs.get("downscaling", method))}
+    for k, v in ds.attrs.items():
+        if str(k).startswith("bcsd_"):
+            attrs[k] = v if isinstance(v, (str, int, float)) else str(v)
+    if seconds is not None:
+        attrs["seconds"] = round(float(seconds), 3)
+    return _assemble(case, fields, attrs)
+
+
+def run_method(case: Case, method: str, prior=None, steps: int = 100, members: int = 1, seed: int = 0,
+               guidance_scale: float | None = None, progress=None, variables: Sequence[str] | None = None,
+               **kw) -> xr.Dataset:
+    """Run one method to completion and return its result dataset (used by evaluate and batch jobs).
+
+    ``progress(state)`` is called after every sampler step (ignored for baselines).
+    """
+    check_method(method)
+    t0 = _time.perf_counter()
+    if method in BASELINES:
+        out = baseline(case, method)
+        return baseline_result(case, out, method, _time.perf_counter() - t0, variables)
+    if prior is None:
+        raise ValueError(f"{method} needs a prior")
+    if method in ("zssd", "dps") and guidance_scale is None:
+        from .samplers import default_guidance_scale
+
+        guidance_scale = default_guidance_scale(method, steps)
+    gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
+    final = None
+    try:
+        for st in gen:
+            final = st
+            if progress is not None:
+                progress(st)
+    finally:
+        gen.close()
+    return result_dataset(case, final, prior, method, steps, seed, guidance_scale, _time.perf_counter() - t0,
+                          variables, extra_attrs={k: v for k, v in kw.items() if isinstance(v, (int, float, str))})
+
+
+# ---------------------------------------------------------------- output
+def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``).
+
+    On any exception — including ``KeyboardInterrupt`` — the temporary file is removed and
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    d = path.parent if str(path.parent) else Path(".")
+    if not d.is_dir():
+        raise FileNotFoundError(f"output directory {d} does not exist")
+    tmp = d / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically (same scheme as :func:`write_netcdf_atomic`)."""
+    path = Path(path)
+    d = path.parent if str(path.parent) else Path(".")
+    if not d.is_dir():
+        raise FileNotFoundError(f"output directory {d} does not exist")
+    tmp = d / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- CLI
+def add_parser(sub) -> None:
+    p = sub.add_parser("downscale", help="downscale one GCM field to 0.25 deg and write a CF NetCDF file",
+                       description="Downscale a GCM field (pseudo-GCM, paired task x6/x10/x20 or the real "
+                                   "MPI-ESM-LR file) over a region with a baseline or a diffusion sampler.")
+    p.add_argument("--gcm", required=True, help=f"GCM source id ({', '.join(GCM_SOURCES)})")
+    p.add_argument("--time", required=True, help="ISO time, e.g. 2021-08-28T12:00")
+    p.add_argument("--region", required=True, help="S,N,W,E in degrees, e.g. 10,42,120,152")
+    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--steps", type=int, default=100, help="sampler steps (1-1000; default 100)")
+    p.add_argument("--members", type=int, default=1, help="ensemble members (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help="guidance scale zeta for zssd/dps (default: the tuned value for the step count)")
+    p.add_argument("--guidance-schedule", default="constant", help="constant|noise (zssd/dps)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta (zssd/dps default 1 = DDPM; ddrm default 0.85)")
+    p.add_argument("--sigma-y", type=float, default=0.0, help="ddrm observation noise (normalised units; 0 = exact)")
+    p.add_argument("--variables", default=None, help=f"comma-separated subset of {','.join(VARIABLES)} to write")
+    p.add_argument("--checkpoint", default=None, help="prior checkpoint (.safetensors; default: the demo prior)")
+    p.add_argument("--world-seed", type=int, default=0, help="demo world seed")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--out", required=True, help="output NetCDF file")
+    p.set_defaults(_run=run)
+
+
+def _validate_args(args) -> tuple[list[str] | None, Path]:
+    check_method(args.method)
+    from .samplers.common import GUIDANCE_SCHEDULES, check_steps
+
+    check_steps(args.steps)
+    if args.members < 1:
+        raise ValueError(f"--members must be at least 1, got {args.members}")
+    if args.guidance_schedule not in GUIDANCE_SCHEDULES:
+        raise ValueError(f"unknown --guidance-schedule {args.guidance_schedule!r}; choose from "
+                         f"{', '.join(GUIDANCE_SCHEDULES)}")
+    if args.guidance_scale is not None and args.method not in ("zssd", "dps"):
+        raise ValueError(f"--guidance-scale applies to zssd and dps only, not {args.method}")
+    variables = None
+    if args.variables:
+        variables = [v.strip() for v in args.variables.split(",") if v.strip()]
+        bad = [v for v in variables if v not in VARIABLES]
+        if bad or not variables:
+            raise ValueError(f"unknown variable(s) {bad}; choose from {', '.join(VARIABLES)}")
+    out = Path(args.out)
+    if out.suffix not in (".nc", ".nc4"):
+        raise ValueError(f"--out must be a NetCDF file name ending in .nc, got {args.out!r}")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise FileNotFoundError(f"output directory {out.parent} does not exist")
+    if args.checkpoint and args.checkpoint != "tiny" and not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f"checkpoint {args.checkpoint} not found")
+    return variables, out
+
+
+def run(args) -> int:
+    """``zssd downscale``: validate everything, run the method (tqdm progress), write atomically."""
+    variables, out = _validate_args(args)
+    case = prepare_case(args.gcm, args.time, args.region, world_seed=args.world_seed)
+    if variables is not None and args.method in BASELINES:
+        missing = [v for v in variables if v not in case.gcm.data_vars]
+        if missing:
+            raise DataError(f"{args.gcm} has no {', '.join(missing)} (it has {', '.join(case.gcm_variables)}); "
+                            f"{args.method} cannot produce it")
+    t0 = _time.perf_counter()
+    if args.method in BASELINES:
+        ds = baseline_result(case, baseline(case, args.method), args.method, None, variables)
+    else:
+        from tqdm.auto import tqdm
+
+        prior = load_prior(args.checkpoint, args.device)
+        kw: dict[str, Any] = {}
+        gs = args.guidance_scale
+        if args.method in ("zssd", "dps"):
+            from .samplers import default_guidance_scale
+
+            gs = default_guidance_scale(args.method, args.steps) if gs is None else gs
+            kw["guidance_schedule"] = args.guidance_schedule
+            if args.eta is not None:
+                kw["eta"] = args.eta
+        else:
+            kw["sigma_y"] = args.sigma_y
+            if args.eta is not None:
+                kw["eta"] = args.eta
+        gen = sampler(case, prior, args.method, args.steps, args.members, args.seed, gs, **kw)
+        final = None
+        bar = tqdm(total=args.steps, desc=f"{args.method} {args.gcm}", unit="step", file=sys.stderr,
+                   dynamic_ncols=True)
+        try:
+            for st in gen:
+                final = st
+                bar.update(1)
+                if st.misfit == st.misfit:
+                    bar.set_postfix(misfit=f"{st.misfit_rms:.3g}", refresh=False)
+        finally:
+            bar.close()
+            gen.close()
+        ds = result_dataset(case, final, prior, args.method, args.steps, args.seed, gs,
+                            _time.perf_counter() - t0, variables, extra_attrs={
+                                k: v for k, v in kw.items() if isinstance(v, (int, float, str))})
+    ds.attrs["history"] = f"{_now()} zssd downscale " + " ".join(_argv_of(args))
+    ds.attrs["machine"] = f"{platform.node()} ({platform.machine()}, {platform.system()})"
+    write_netcdf_atomic(ds, out)
+    print(f"wrote {out} ({args.method}, {case.label()})")
+    return 0
+
+
+def _argv_of(args) -> list[str]:
+    parts = []
+    for k in ("gcm", "time", "region", "method", "steps", "members", "seed", "guidance_scale", "checkpoint", "out"):
+        v = getattr(args, k, None)
+        if v is not None:
+            parts += [f"--{k.replace('_', '-')}", str(v)]
+    return parts

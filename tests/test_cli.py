@@ -1,0 +1,147 @@
+"""``zssd`` command line: cases, downscale (end to end, errors, interruption), evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import xarray as xr
+
+from engine import pipeline as P
+from engine.cli import main
+from engine.variables import VARIABLES
+
+TIME = "2021-08-10T06:00"
+REGION = "12,16,122,126"
+
+
+@pytest.fixture(autouse=True)
+def _only_present_subcommands(monkeypatch):
+    """Sub-command modules written by other parts of the project may not exist yet in a partial checkout;
+    leave out only those that are *missing* (a broken module still fails)."""
+    import importlib.util
+
+    from engine import cli
+
+    present = {}
+    for name, mod in cli.SUBCOMMANDS.items():
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            present[name] = mod
+    monkeypatch.setattr(cli, "SUBCOMMANDS", present)
+
+
+def _downscale(out, *extra, gcm="x6", method="bilinear", region=REGION, time=TIME):
+    return main(["downscale", "--gcm", gcm, "--time", time, "--region", region, "--method", method,
+                 "--out", str(out), *extra])
+
+
+def test_cases_prints_lines(capsys):
+    assert main(["cases"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) > 5
+    name, basin, t, region, *_ = lines[0].split("\t")
+    assert t[:4] in ("2021", "2022", "2023") and len(region.split(",")) == 4
+
+
+@pytest.mark.parametrize("method", ["bilinear", "bcsd"])
+def test_downscale_baselines_write_valid_files(method, tmp_path, capsys):
+    out = tmp_path / f"{method}.nc"
+    assert _downscale(out, method=method) == 0
+    assert "wrote" in capsys.readouterr().out
+    ds = xr.open_dataset(out)
+    for v in VARIABLES:
+        assert ds[v].shape == (1, 16, 16) and ds[v].attrs["units"]
+    assert ds.attrs["method"] == method and ds.attrs["region"] == REGION and "downscale" in ds.attrs["history"]
+    ds.close()
+    assert os.listdir(tmp_path) == [out.name]
+
+
+def test_downscale_zssd_with_tiny_prior(tmp_path):
+    out = tmp_path / "z.nc"
+    assert _downscale(out, "--steps", "3", "--members", "2", "--seed", "4", "--checkpoint", "tiny",
+                      "--variables", "t2m,u10", "--guidance-scale", "2", method="zssd") == 0
+    ds = xr.open_dataset(out)
+    assert set(ds.data_vars) >= {"t2m", "t2m_spread", "t2m_members", "u10"} and "msl" not in ds
+    assert ds.sizes["member"] == 2 and ds.attrs["seed"] == 4 and ds.attrs["steps"] == 3
+    assert float(ds.attrs["guidance_scale"]) == 2.0
+    ds.close()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (dict(gcm="NOPE"), "unknown GCM"),
+    (dict(method="magic"), "unknown method"),
+    (dict(extra=("--steps", "0"), method="zssd"), "at least 1"),
+    (dict(extra=("--variables", "t2m,snow")), "unknown variable"),
+    (dict(region="12,13,122,123", gcm="x20"), "smaller than one"),
+    (dict(gcm="MPI-ESM-LR", time="2021-08-01"), "outside the time range"),
+    (dict(gcm="MPI-ESM-LR", time="2005-08-01", method="bcsd"), "BCSD cannot be trained"),
+    (dict(extra=("--checkpoint", "/nonexistent/x.safetensors"), method="zssd"), "not found"),
+    (dict(extra=("--guidance-scale", "2")), "zssd and dps only"),
+])
+def test_downscale_errors_before_compute(argv, match, tmp_path, capsys):
+    out = tmp_path / "bad.nc"
+    extra = argv.pop("extra", ())
+    rc = _downscale(out, *extra, **argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and "zssd: error:" in err and match in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_interrupt_mid_run_leaves_no_file(tmp_path, monkeypatch, capsys):
+    real = P.sampler
+
+    def interrupted(*a, **k):
+        gen = real(*a, **k)
+
+        def wrapped():
+            for i, st in enumerate(gen):
+                if i == 1:
+                    raise KeyboardInterrupt
+                yield st
+        return wrapped()
+
+    monkeypatch.setattr(P, "sampler", interrupted)
+    out = tmp_path / "z.nc"
+    rc = _downscale(out, "--steps", "4", "--checkpoint", "tiny", method="zssd")
+    assert rc == 130 and "interrupted" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_failure_during_write_leaves_no_file(tmp_path, monkeypatch):
+    def boom(self, path, *a, **k):
+        open(path, "wb").close()
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(OSError):
+        _downscale(tmp_path / "b.nc")
+    assert os.listdir(tmp_path) == []
+
+
+def test_evaluate_small(tmp_path, capsys):
+    out = tmp_path / "e.json"
+    rc = main(["evaluate", "--task", "x6", "--methods", "bilinear,ddrm", "--cases", "2", "--steps", "2",
+               "--region-px", "16", "--checkpoint", "tiny", "--json", str(out), "--quiet"])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "| bilinear |" in table and "| ddrm |" in table
+    res = json.loads(out.read_text())
+    assert res["task"] == "x6" and res["cases"] == 2
+    assert set(res["results"]) == set(VARIABLES)
+    for v in VARIABLES:
+        assert set(res["results"][v]) == {"bilinear", "ddrm"}
+        for m in ("bilinear", "ddrm"):
+            assert set(res["results"][v][m]) == {"mae", "rmse", "p99", "seconds_per_sample"}
+    assert res["case_list"][0].split()[1][:4] in ("2021", "2022", "2023")
+    assert {"command", "machine", "date", "steps", "guidance_scale", "checkpoint"} <= set(res)
+
+
+def test_evaluate_rejects_bad_task(tmp_path, capsys):
+    rc = main(["evaluate", "--task", "gcm:MPI-ESM-LR", "--methods", "bilinear", "--cases", "1",
+               "--json", str(tmp_path / "e.json")])
+    assert rc == 2 and "paired" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""The pipeline facade: cases, baselines, result datasets (CF attrs), atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from engine import pipeline as P
+from engine.demo_world import HELDOUT_YEARS, TRAIN_YEARS
+from engine.errors import DataError
+from engine.grids import GridError
+from engine.variables import VARIABLES
+
+TIME = "2021-08-10T06:00"
+REGION = "12,16,122,126"  # 16x16 px
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from engine.prior.model import Prior
+
+    return Prior.tiny(0)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return P.prepare_case("x6", TIME, REGION)
+
+
+def test_prepare_case(case):
+    assert case.shape == (16, 16) and case.paired
+    assert set(VARIABLES) <= set(case.reference.data_vars)
+    assert case.reference["t2m"].shape == (1, 16, 16)
+    assert case.static.shape[1:] == (16, 16) and case.time_feats.shape[0] == 1
+    assert case.gcm_variables == VARIABLES
+    prov = case.provenance()
+    assert prov["gcm"] == "x6" and prov["paired"] is True and "synthetic" in prov["reference"]
+
+
+def test_real_file_case_is_unpaired_and_bcsd_refused():
+    c = P.prepare_case("MPI-ESM-LR", "2005-08-01T00:00", REGION)
+    assert not c.paired and "msl" not in c.gcm.data_vars
+    out = P.baseline(c, "bilinear")
+    assert "t2m" in out and out["t2m"].shape == (16, 16)
+    with pytest.raises(DataError, match="BCSD cannot be trained"):
+        P.baseline(c, "bcsd")
+
+
+@pytest.mark.parametrize("src,time,region,err,match", [
+    ("NOPE", TIME, REGION, GridError, "unknown GCM"),
+    ("MPI-ESM-LR", "2021-08-01", REGION, DataError, "outside the time range"),
+    ("x20", TIME, REGION, GridError, "smaller than one x20 cell"),
+    ("x6", "not-a-time", REGION, ValueError, "cannot read time"),
+    ("x6", TIME, "1,2,3", GridError, "S,N,W,E"),
+])
+def test_prepare_case_errors(src, time, region, err, match):
+    with pytest.raises(err, match=match):
+        P.prepare_case(src, time, region)
+
+
+def test_baselines(case):
+    b = P.baseline(case, "bilinear")
+    assert all(b[v].shape == (16, 16) for v in VARIABLES)
+    s = P.baseline(case, "bcsd")
+    assert all(s[v].shape == (16, 16) and np.isfinite(s[v]).all() for v in VARIABLES)
+    assert "1991" in s.attrs["bcsd_training_years"]
+    with pytest.raises(ValueError, match="unknown baseline"):
+        P.baseline(case, "zssd")
+
+
+def test_bcsd_training_times_are_training_years():
+    ts = P.bcsd_training_times(8, 6)
+    assert len(ts) >= 10 and all(t.year in TRAIN_YEARS and t.month == 8 and t.hour == 6 for t in ts)
+    with pytest.raises(ValueError, match="held-out"):
+        P.bcsd_training_times(8, 6, years=(HELDOUT_YEARS[0],))
+
+
+def test_result_dataset_cf(case, tiny, tmp_path):
+    gen = P.sampler(case, tiny, "zssd", steps=3, members=2, seed=5, guidance_scale=1.0)
+    final = list(gen)[-1]
+    ds = P.result_dataset(case, final, tiny, "zssd", 3, 5, 1.0, seconds=0.1)
+    for v in VARIABLES:
+        assert ds[v].dims == ("time", "lat", "lon")
+        assert ds[f"{v}_members"].dims == ("time", "member", "lat", "lon")
+        assert ds[f"{v}_spread"].dims == ("time", "lat", "lon")
+        assert ds[v].attrs["units"] and ds[v].attrs["standard_name"]
+    assert ds.sizes["member"] == 2 and float(ds["t2m_spread"].max()) > 0
+    np.testing.assert_allclose(ds["t2m"].values[0], ds["t2m_members"].values[0].mean(0), rtol=1e-6)
+    a = ds.attrs
+    assert a["method"] == "zssd" and a["seed"] == 5 and a["steps"] == 3 and a["guidance_scale"] == 1.0
+    assert a["Conventions"].startswith("CF") and a["region"] == "12,16,122,126"
+    assert "checkpoint_sha256" in a and "synthetic" in a["reference"] and a["source"].startswith("x6")
+    assert json.loads(a["provenance"])["gcm"] == "x6"
+    assert ds["lat"].attrs["standard_name"] == "latitude" and "lat_bnds" in ds
+    out = P.write_netcdf_atomic(ds, tmp_path / "r.nc")
+    back = xr.open_dataset(out)
+    assert back["t2m_members"].shape == (1, 2, 16, 16) and back.attrs["method"] == "zssd"
+    back.close()
+    assert os.listdir(tmp_path) == ["r.nc"]
+    with pytest.raises(ValueError, match="final"):
+        P.result_dataset(case, list(P.sampler(case, tiny, "ddrm", steps=2))[0], tiny, "ddrm", 2, 0)
+
+
+def test_write_atomic_leaves_nothing_on_failure(case, tmp_path, monkeypatch):
+    ds = P.baseline_result(case, P.baseline(case, "bilinear"), "bilinear")
+    target = tmp_path / "x.nc"
+
+    def boom(self, path, *a, **k):
+        with open(path, "wb") as f:  # a partial file exists when the interrupt arrives
+            f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", boom)
+    with pytest.raises(KeyboardInterrupt):
+        P.write_netcdf_atomic(ds, target)
+    assert os.listdir(tmp_path) == []
+
+
+def test_run_method_and_bad_methods(case, tiny):
+    ds = P.run_method(case, "ddrm", prior=tiny, steps=2, members=1)
+    assert ds.attrs["method"] == "ddrm" and ds.attrs["guidance_scale"] == "n/a"
+    with pytest.raises(ValueError, match="unknown method"):
+        P.run_method(case, "magic")
+    with pytest.raises(ValueError, match="baseline"):
+        P.sampler(case, tiny, "bilinear")
+    with pytest.raises(ValueError, match="guidance"):
+        P.sampler(case, tiny, "ddrm", guidance_scale=2.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        P.sampler(case, tiny, "zssd", steps=0)
+
+
+def test_real_file_zssd_leaves_msl_unguided(tiny):
+    c = P.prepare_case("MPI-ESM-LR", "2005-08-01T00:00", REGION)
+    ds = P.run_method(c, "zssd", prior=tiny, steps=2, guidance_scale=1.0)
+    assert ds.attrs["unguided_variables"] == "msl" and ds.attrs["paired"] == 0
+    assert json.loads(ds.attrs["provenance"])["paired"] is False
+
+
+def test_load_prior_from_checkpoint(tiny, tmp_path):
+    from engine.prior.model import Prior
+
+    card = tiny.save(tmp_path / "p.safetensors")
+    prior = P.load_prior(tmp_path / "p.safetensors")
+    sha = json.loads(card.read_text())["weights"]["sha256"]
+    assert P.prior_sha256(prior) == sha and P.prior_sha256(Prior.tiny(0)) == "untrained"
+    with pytest.raises(FileNotFoundError, match="not found"):
+        P.load_prior(tmp_path / "missing.safetensors")

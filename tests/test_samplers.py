@@ -1,0 +1,323 @@
+"""Posterior samplers: the StepState contract, cancellation, determinism, guidance, DDRM exactness, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from engine.conditioning import static_channels, time_features
+from engine.demo_world import DemoWorld
+from engine.gcm import gcm_field
+from engine.grids import GridError, Region, era5_grid
+from engine.operators import conservative
+from engine.prior.schedule import DiffusionSchedule, linear_betas
+from engine.samplers import (
+    MIN_ALPHA_BAR, KroneckerSVD, StepState, get_sampler, native_observation, record_trajectory, respaced_timesteps,
+    sample_ddrm, sample_dps, sample_unconditional, sample_zssd, start_timestep, ucg_coarse_grid, zssd_observation,
+)
+from engine.samplers.common import default_guidance_scale, effective_scale
+from engine.statics import load_statics
+from engine.variables import VARIABLES
+
+TIME = "2021-08-10T06:00"
+REGION = Region(12, 16, 122, 126)  # 16x16 px, crosses 5° boundaries in both directions (2x2 unified cells)
+
+
+class GaussianPrior:
+    """Exact denoiser for x0 ~ N(0, I) in normalised space (x̂0 = √ᾱ x_t) — analytic test double."""
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+        self.variables = VARIABLES
+        self.schedule = DiffusionSchedule(linear_betas(1000), "linear")
+        self.mean = torch.tensor([288.0, 101300.0, 0.0, 0.0]).view(4, 1, 1)
+        self.std = torch.tensor([12.0, 900.0, 5.0, 5.0]).view(4, 1, 1)
+
+    def eps(self, x, t, static, time_feats):
+        ab = self.schedule.alphas_cumprod.to(x.dtype)[t].view(-1, 1, 1, 1)
+        return torch.sqrt(1 - ab) * x
+
+    def normalize(self, x):
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def denormalize(self, x):
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def check_size(self, h, w):
+        if h < 8 or w < 8:
+            raise ValueError(f"region of {h}x{w} pixels is smaller than the prior's minimum 8x8")
+
+
+@pytest.fixture(scope="module")
+def world():
+    return DemoWorld(0)
+
+
+@pytest.fixture(scope="module")
+def fine():
+    return era5_grid().select(REGION)[0]
+
+
+@pytest.fixture(scope="module")
+def cond(fine):
+    dem, land = load_statics().region(fine)
+    return static_channels(fine, dem, land, TIME), time_features([TIME])
+
+
+@pytest.fixture(scope="module")
+def gcm(world):
+    return gcm_field("MPI-ESM1-2-LR", TIME, REGION, world)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from engine.prior.model import Prior
+
+    return Prior.tiny(0)
+
+
+@pytest.fixture(scope="module")
+def gauss():
+    return GaussianPrior()
+
+
+def _run(fn, prior, gcm, fine, cond, **kw):
+    return list(fn(prior, gcm, fine, *cond, **kw))
+
+
+# ------------------------------------------------------------------ contract
+@pytest.mark.parametrize("method", ["zssd", "dps", "ddrm", "unconditional"])
+def test_stepstate_contract(method, tiny, gcm, fine, cond):
+    states = _run(get_sampler(method), tiny, gcm, fine, cond, steps=4, members=2, seed=1)
+    assert len(states) == 4
+    ts = [s.t for s in states]
+    t0 = start_timestep(tiny.schedule.alphas_cumprod)
+    assert float(tiny.schedule.alphas_cumprod[t0]) >= MIN_ALPHA_BAR > float(tiny.schedule.alphas_cumprod[t0 + 1])
+    assert ts == respaced_timesteps(4, 1000, t0) and ts[0] == t0 and ts[-1] == 0
+    for i, s in enumerate(states):
+        assert isinstance(s, StepState)
+        assert s.step == i and s.n_steps == 4 and s.final == (i == 3)
+        assert s.x_t.shape == (2, 4, 16, 16) and s.x0_hat.shape == (2, 4, 16, 16)
+        assert not s.x_t.requires_grad and not s.x0_hat.requires_grad
+        assert s.sigma > 0 and 0 < s.alpha_bar < 1
+        assert s.t_next == (ts[i + 1] if i < 3 else -1)
+        assert s.method == method
+        if method != "unconditional":
+            assert math.isfinite(s.misfit) and len(s.misfit_members) == 2
+            assert s.misfit == pytest.approx(np.mean(s.misfit_members))
+        with pytest.raises(AttributeError):
+            s.step = 5  # frozen
+    assert states[-1].sample_phys().shape == (2, 4, 16, 16)
+    assert states[0].x0_phys().shape == (2, 4, 16, 16)
+    with pytest.raises(ValueError):
+        states[0].result()
+    assert torch.isfinite(states[-1].result()).all()
+
+
+def test_generator_close_stops(tiny, gcm, fine, cond):
+    gen = sample_zssd(tiny, gcm, fine, *cond, steps=10, guidance_scale=1.0)
+    first = next(gen)
+    assert first.step == 0
+    gen.close()
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+@pytest.mark.parametrize("method", ["zssd", "ddrm"])
+def test_determinism(method, tiny, gcm, fine, cond):
+    fn = get_sampler(method)
+    a = _run(fn, tiny, gcm, fine, cond, steps=3, members=2, seed=7)[-1].x_t
+    b = _run(fn, tiny, gcm, fine, cond, steps=3, members=2, seed=7)[-1].x_t
+    c = _run(fn, tiny, gcm, fine, cond, steps=3, members=2, seed=8)[-1].x_t
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # members differ
+
+
+# ------------------------------------------------------------------ guidance
+@pytest.mark.parametrize("prior_name", ["tiny", "gauss"])
+def test_zssd_guidance_reduces_misfit(prior_name, request, gcm, fine, cond):
+    prior = request.getfixturevalue(prior_name)
+    obs = zssd_observation(prior, gcm, fine)
+    unguided = _run(sample_zssd, prior, gcm, fine, cond, steps=20, members=2, seed=3, guidance_scale=0.0)[-1]
+    guided = _run(sample_zssd, prior, gcm, fine, cond, steps=20, members=2, seed=3, guidance_scale=30.0)[-1]
+    m0 = obs.misfit(unguided.x_t).mean()
+    m1 = obs.misfit(guided.x_t).mean()
+    assert guided.guidance_norm > 0 and unguided.guidance_norm == 0
+    assert m1 < 0.5 * m0
+
+
+def test_dps_guidance_reduces_misfit(gauss, gcm, fine, cond):
+    obs = native_observation(gauss, gcm, fine)
+    m0 = obs.misfit(_run(sample_dps, gauss, gcm, fine, cond, steps=20, seed=3, guidance_scale=0.0)[-1].x_t)
+    m1 = obs.misfit(_run(sample_dps, gauss, gcm, fine, cond, steps=20, seed=3, guidance_scale=100.0)[-1].x_t)
+    assert float(m1) < 0.5 * float(m0)
+
+
+def test_ddrm_noiseless_reproduces_block_means(tiny, gauss, gcm, fine, cond):
+    obs = native_observation(gauss, gcm, fine)
+    A = conservative(fine, obs.coarse_grid, dtype=torch.float64)
+    y = obs.extra["y_phys"]
+    tol = torch.tensor([1e-3, 0.05, 1e-4, 1e-4], dtype=torch.float64).view(4, 1, 1)
+    for prior in (gauss, tiny):
+        final = _run(sample_ddrm, prior, gcm, fine, cond, steps=5, members=2, seed=0, sigma_y=0.0)[-1]
+        got = A(final.sample_phys().double())
+        assert torch.all((got - y).abs() <= tol), (got - y).abs().amax(dim=(0, 2, 3))
+    # with observation noise the means are no longer forced
+    final = _run(sample_ddrm, gauss, gcm, fine, cond, steps=5, seed=0, sigma_y=0.5)[-1]
+    assert (A(final.sample_phys().double()) - y).abs().amax() > 1e-2
+
+
+def test_kronecker_svd_is_exact(gauss, gcm, fine):
+    obs = native_observation(gauss, gcm, fine)
+    op = conservative(fine, obs.coarse_grid, dtype=torch.float64)
+    svd = KroneckerSVD(op)
+    x = torch.randn(3, 4, *fine.shape, dtype=torch.float64)
+    assert torch.allclose(svd.apply(x), op(x), atol=1e-12)
+    assert torch.allclose(svd.v(svd.vt(x)), x, atol=1e-12)  # V orthogonal
+    assert int(svd.pos.sum()) == obs.coarse_grid.shape[0] * obs.coarse_grid.shape[1]
+
+
+# ------------------------------------------------------------------ masking
+def test_nan_cells_and_missing_variables_excluded(gauss, gcm, fine):
+    g = gcm.copy(deep=True)
+    g["t2m"][g.sizes["lat"] // 2, g.sizes["lon"] // 2] = np.nan  # a cell inside the region
+    g = g.drop_vars("msl")
+    obs = native_observation(gauss, g, fine)
+    assert obs.unguided == ("msl",)
+    assert not bool(obs.mask[1].any()) and int((~obs.mask[0]).sum()) == 1
+    x0 = torch.randn(1, 4, *fine.shape)
+    base = obs.misfit(x0)
+    x1 = x0.clone()
+    x1[:, 1] += 100.0  # msl is unobserved → no effect
+    assert torch.allclose(obs.misfit(x1), base)
+    # manual: weighted squared residual over finite cells only
+    r = (obs.op(x0) - obs.y) ** 2 * obs.weights
+    manual = torch.sqrt(torch.nansum(r))
+    assert float(base[0]) == pytest.approx(float(manual), rel=1e-5)
+    zo = zssd_observation(gauss, g, fine)
+    assert zo.unguided == ("msl",) and bool(torch.isfinite(zo.y[0]).all())
+    # sampling still runs with the NaN cell and the missing variable
+    final = list(sample_ddrm(gauss, g, fine, np.zeros((8, 16, 16), np.float32), np.zeros(6, np.float32),
+                             steps=3))[-1]
+    assert torch.isfinite(final.x_t).all()
+
+
+def test_ucg_coarse_grid_is_clipped(fine):
+    coarse = ucg_coarse_grid(fine)
+    assert coarse.shape == (2, 2)
+    flb = fine.lat_bounds
+    assert coarse.lat_bounds.max() == pytest.approx(flb.max()) and coarse.lat_bounds.min() == pytest.approx(flb.min())
+    assert coarse.lon_bounds[0] == pytest.approx(fine.lon_bounds[0])
+    assert coarse.lon_bounds[-1] == pytest.approx(fine.lon_bounds[-1])
+    assert coarse.cell_area().sum() == pytest.approx(fine.cell_area().sum(), rel=1e-9)
+
+
+# ------------------------------------------------------------------ errors
+def test_bad_input_errors(tiny, gcm, fine, cond, world):
+    with pytest.raises(ValueError, match="at least 1"):
+        sample_zssd(tiny, gcm, fine, *cond, steps=0)
+    with pytest.raises(ValueError, match="at most 1000"):
+        sample_dps(tiny, gcm, fine, *cond, steps=1001)
+    with pytest.raises(ValueError, match="unknown sampling method"):
+        get_sampler("magic")
+    with pytest.raises(ValueError, match="members"):
+        sample_ddrm(tiny, gcm, fine, *cond, steps=2, members=0)
+    with pytest.raises(ValueError, match="guidance schedule"):
+        sample_zssd(tiny, gcm, fine, *cond, steps=2, guidance_schedule="wild")
+    # a region inside a single 5° unified cell
+    r1 = Region(11, 15, 121, 125)
+    f1 = era5_grid().select(r1)[0]
+    g1 = gcm_field("MPI-ESM1-2-LR", TIME, r1, world)
+    with pytest.raises(GridError, match="2x2"):
+        sample_zssd(tiny, g1, f1, np.zeros((8, 16, 16), np.float32), cond[1], steps=2)
+    # a region smaller than the prior accepts
+    r2 = Region(12, 12.25, 122, 122.25)
+    f2 = era5_grid().select(r2)[0]
+    g2 = gcm_field("MPI-ESM1-2-LR", TIME, r2, world)
+    with pytest.raises(ValueError, match="smaller than the prior"):
+        sample_ddrm(tiny, g2, f2, np.zeros((8, 1, 1), np.float32), cond[1], steps=2)
+    # an all-NaN GCM field
+    gnan = gcm.copy(deep=True)
+    for v in gnan.data_vars:
+        gnan[v][:] = np.nan
+    for fn in (sample_zssd, sample_dps, sample_ddrm):
+        with pytest.raises(ValueError, match="NaN"):
+            fn(tiny, gnan, fine, *cond, steps=2)
+    # a GCM field that does not cover the region
+    far = gcm_field("MPI-ESM1-2-LR", TIME, Region(40, 44, 10, 14), world)
+    with pytest.raises(GridError, match="does not cover"):
+        sample_zssd(tiny, far, fine, *cond, steps=2)
+    # static channels of the wrong size
+    with pytest.raises(ValueError, match="static"):
+        sample_zssd(tiny, gcm, fine, np.zeros((8, 8, 8), np.float32), cond[1], steps=2)
+
+
+# ------------------------------------------------------------------ helpers
+def test_record_trajectory_thins(gauss, gcm, fine, cond):
+    seen = []
+    tr = record_trajectory(sample_zssd(gauss, gcm, fine, *cond, steps=40, guidance_scale=1.0), every=1,
+                           max_frames=8, callback=seen.append)
+    assert len(seen) == 40 and tr.steps_seen == 40 and len(tr.misfit) == 40
+    assert 2 <= len(tr.frames) <= 9
+    assert tr.frames[-1].step == 39 and tr.final is not None and tr.final.final
+    assert tr.frames[0].x0_hat.device.type == "cpu"
+    assert tr.result().shape == (1, 4, 16, 16)
+    # stopping via the callback closes the run early
+    tr2 = record_trajectory(sample_zssd(gauss, gcm, fine, *cond, steps=40), callback=lambda s: s.step < 4)
+    assert tr2.steps_seen == 5 and tr2.final is None
+
+
+def test_schedule_helpers():
+    ts = respaced_timesteps(50, 1000)
+    assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and all(a > b for a, b in zip(ts, ts[1:]))
+    assert respaced_timesteps(1, 1000) == [999]
+    assert respaced_timesteps(3, 1000, 900) == [900, 450, 0]
+    assert respaced_timesteps(1000, 1000, 900) == respaced_timesteps(1000, 1000)  # more steps than t_start
+    assert default_guidance_scale("zssd", 100) > 0
+    z20, z50 = default_guidance_scale("zssd", 20), default_guidance_scale("zssd", 50)
+    assert min(z20, z50) <= default_guidance_scale("zssd", 30) <= max(z20, z50)
+    assert effective_scale(2.0, (128, 128)) == pytest.approx(2.0)
+    assert effective_scale(2.0, (64, 64)) == pytest.approx(1.0)
+
+
+def test_unconditional_ignores_gcm(gauss, fine, cond):
+    s = list(sample_unconditional(gauss, None, fine, *cond, steps=3, seed=0))[-1]
+    assert math.isnan(s.misfit) and s.guidance_norm == 0.0
+
+
+def test_ddim_eta1_is_the_ddpm_posterior():
+    from engine.prior.schedule import cosine_betas
+    from engine.samplers.common import ddim_step
+
+    s = DiffusionSchedule(cosine_betas(1000), "cosine")
+    ab = s.alphas_cumprod
+    x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    x0 = torch.randn_like(x)
+    for t in (999, 500, 1):
+        a_t, a_p = float(ab[t]), float(ab[t - 1])
+        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        mean = ddim_step(x, x0, eps, a_t, a_p, 1.0, None)
+        assert torch.allclose(mean, s.posterior_mean(x0, x, torch.tensor([t])), atol=1e-10)
+        noise = torch.ones_like(x)
+        var = float((ddim_step(x, x0, eps, a_t, a_p, 1.0, noise) - mean).mean() ** 2)
+        assert var == pytest.approx(float(s.posterior_variance[t]), rel=1e-9)
+
+
+def test_tuned_guidance_table_is_read(tmp_path, monkeypatch):
+    import json
+
+    import engine.samplers.common as C
+
+    f = tmp_path / "guidance_defaults.json"
+    f.write_text(json.dumps({"scales": {"zssd": {"20": 2.0, "80": 8.0}}, "date": "d", "checkpoint_sha256": "abc"}))
+    monkeypatch.setattr(C, "TUNED_GUIDANCE_FILE", f)
+    z, src = C.default_guidance_scale("zssd", 40, with_source=True)
+    assert z == pytest.approx(4.0) and src.startswith("tuned")  # log-log interpolation between 20 and 80
+    assert C.default_guidance_scale("zssd", 10) == 2.0 and C.default_guidance_scale("zssd", 500) == 8.0
+    assert C.default_guidance_scale("dps", 50) == pytest.approx(C.DEFAULT_GUIDANCE["dps"][50])  # fallback
+    f.write_text("not json")
+    assert C.default_guidance_scale("zssd", 20, with_source=True)[1].startswith("built-in")
