@@ -13,6 +13,21 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def timed(fn, repeats: int) -> dict:
+    """Call ``fn`` once to warm up, then ``repeats`` times; median and p90 wall seconds."""
+    import time
+
+    import numpy as np
+
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return {"median_s": float(np.median(ts)), "p90_s": float(np.percentile(ts, 90)), "repeats": repeats}
+
+
 def machine() -> dict:
     import torch
 

@@ -9,29 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import header, md_header, write  # noqa: E402
+from _common import header, md_header, timed, write  # noqa: E402
 
 from engine.demo_world import DemoWorld  # noqa: E402
 from engine.gcm import PSEUDO_GCMS, gcm_field  # noqa: E402
 from engine.grids import Region  # noqa: E402
-
-
-def timed(fn, repeats: int) -> dict:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return {"median_s": float(np.median(ts)), "p90_s": float(np.percentile(ts, 90)), "repeats": repeats}
 
 
 def main() -> None:

@@ -25,20 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import header, md_header, write  # noqa: E402
+from _common import header, md_header, timed, write  # noqa: E402
 
 
 def med(fn, repeats: int) -> float:
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return timed(fn, repeats)["median_s"]
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -453,8 +453,8 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
 
 
 # ---------------------------------------------------------------- output
-def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
-    """Write ``ds`` to ``path`` atomically (temporary file in the same directory, then ``os.replace``).
+def _write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary name in ``path``'s directory, then ``os.replace`` it onto ``path``.
 
     On any exception — including ``KeyboardInterrupt`` — the temporary file is removed and
     ``path`` is left as it was.
@@ -464,9 +464,8 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
     if not d.is_dir():
         raise FileNotFoundError(f"output directory {d} does not exist")
     tmp = d / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=enc)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -475,25 +474,17 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
             pass
         raise
     return path
+
+
+def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` to ``path`` atomically (compressed NetCDF-4; see :func:`_write_atomic`)."""
+    enc = {v: {"zlib": True, "complevel": 4} for v in ds.data_vars if ds[v].dtype.kind == "f"}
+    return _write_atomic(path, lambda tmp: ds.to_netcdf(tmp, engine="netcdf4", encoding=enc))
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically (same scheme as :func:`write_netcdf_atomic`)."""
-    path = Path(path)
-    d = path.parent if str(path.parent) else Path(".")
-    if not d.is_dir():
-        raise FileNotFoundError(f"output directory {d} does not exist")
-    tmp = d / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 # ---------------------------------------------------------------- CLI
