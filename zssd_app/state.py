@@ -605,6 +605,10 @@ class AppState(param.Parameterized):
         self.job = job
         self._t_run = _time.perf_counter()
         log.info("session %s: run %s queued (%d steps, %d members)", self.session_id, job.label, steps, members)
+        return self._dispatch(job, sync)
+
+    def _dispatch(self, job: RunJob, sync: bool) -> RunJob:
+        """Run ``job`` in this thread (tests) or hand it to the server-wide queue."""
         if sync:
             self.queue.run_inline(job)
             self.poll()
@@ -681,12 +685,7 @@ class AppState(param.Parameterized):
 
         job = RunJob(work, label=f"compare x20 {case.label()}", owner=self.session_id)
         self.compare_job = job
-        if sync:
-            self.queue.run_inline(job)
-            self.poll()
-        else:
-            self.queue.submit(job)
-        return job
+        return self._dispatch(job, sync)
 
     # ================================================================ polling
     def poll(self) -> None:
