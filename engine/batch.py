@@ -51,7 +51,6 @@ Library API: :class:`BatchSpec`, :func:`plan_batch`, :func:`run_batch`,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shlex
@@ -259,14 +258,6 @@ def case_seed(seed: int, time) -> int:
     return int(ss.generate_state(1, dtype=np.uint32)[0])
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checkpoint_hashes(path: Path) -> tuple[str, str]:
     """``(weights sha256, card sha256)`` of a checkpoint (directory, ``.json`` or ``.safetensors``)."""
     from .prior.model import resolve_checkpoint
@@ -276,7 +267,9 @@ def _checkpoint_hashes(path: Path) -> tuple[str, str]:
         if not f.is_file():
             raise BatchError(f"--checkpoint {path}: {f} is missing (a checkpoint is a .json card and "
                              f".safetensors weights side by side)")
-    return _sha256_file(weights), _sha256_file(card)
+    from .prior.model import sha256_file
+
+    return sha256_file(weights), sha256_file(card)
 
 
 def _parse_time(text: str, what: str) -> pd.Timestamp:

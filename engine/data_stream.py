@@ -8,11 +8,7 @@ held-out years are refused by :func:`engine.demo_world.check_training_time`.
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
-from typing import Iterator
-
 import numpy as np
 import pandas as pd
 
@@ -101,26 +97,3 @@ class TrainingStream:
         """Per-variable mean and standard deviation over ``n_samples`` crops."""
         b = self.batch(n_samples)
         return b.x.mean(axis=(0, 2, 3)).astype(np.float32), b.x.std(axis=(0, 2, 3)).astype(np.float32)
-
-    def iterate(self, n: int, prefetch: int = 3) -> Iterator[Batch]:
-        """Endless batches generated in a background thread (numpy releases the GIL in matmuls)."""
-        q: queue.Queue = queue.Queue(maxsize=prefetch)
-        stop = threading.Event()
-
-        def work() -> None:
-            while not stop.is_set():
-                b = self.batch(n)
-                while not stop.is_set():
-                    try:
-                        q.put(b, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-
-        th = threading.Thread(target=work, daemon=True)
-        th.start()
-        try:
-            while True:
-                yield q.get()
-        finally:
-            stop.set()

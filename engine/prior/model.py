@@ -32,7 +32,7 @@ from ..variables import VARIABLE_INFO, VARIABLES
 from .network import ConditionalUNet, UNetConfig
 from .schedule import DiffusionSchedule, cosine_betas, predict_x0
 
-__all__ = ["Prior", "CheckpointError", "Conditioning", "CARD_FORMAT", "default_device", "resolve_checkpoint"]
+__all__ = ["Prior", "CheckpointError", "Conditioning", "CARD_FORMAT", "default_device", "resolve_checkpoint", "sha256_file"]
 
 CARD_FORMAT = "zssd-prior"
 CARD_VERSION = 1
@@ -89,7 +89,8 @@ def resolve_checkpoint(path: str | os.PathLike, for_write: bool = False) -> tupl
     raise CheckpointError(f"checkpoint path {str(p)!r} must be a directory, a .json card or a .safetensors file")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -370,7 +371,7 @@ class Prior:
             raise CheckpointError(f"{where}: weights file {str(w_path)!r} not found")
         expected = (card.get("weights") or {}).get("sha256")
         if expected:
-            actual = _sha256(w_path)
+            actual = sha256_file(w_path)
             if actual != expected:
                 raise CheckpointError(f"{where}: weights file {w_path.name} is corrupt or was modified: "
                                       f"sha256 {actual[:16]}… does not match the card's {expected[:16]}…")
