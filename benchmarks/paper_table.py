@@ -23,6 +23,9 @@ listed for orientation only — their variable, region size, steps and ζ are no
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +105,91 @@ def summary_md(all_res: dict, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+METHOD_ORDER = ["bilinear", "bcsd", "ddrm", "dps", "zssd"]
+
+
+def write_outputs(all_res: dict, methods: list[str], doc: dict, out_dir: Path, spectra_file: Path | None) -> None:
+    """Write ``paper_table.json`` and ``paper_table.md`` (atomically) into ``out_dir``."""
+    P.write_json_atomic(doc, out_dir / "paper_table.json")
+    md = ["# ZSSD Explorer benchmark (demo world, held-out years)", "",
+          f"- command: `{doc['command']}`", f"- machine: {doc['machine']}", f"- date: {doc['date']}",
+          f"- settings: {doc['settings']}", f"- total time: {doc['seconds_total']} s", "",
+          "Scores: cos-φ weighted MAE / RMSE / P99 (0.99 area quantile of |error|) of the ensemble mean vs the "
+          "synthetic reference, mean over cases (half catalog cyclones, half random boxes).", "",
+          summary_md(all_res, methods), "## Per task", ""]
+    for t, r in all_res.items():
+        md += [markdown_table(r), ""]
+    if spectra_file:
+        md += [f"![spectra]({spectra_file.name})", ""]
+    tmp = out_dir / ".paper_table.md.tmp"
+    tmp.write_text("\n".join(md))
+    tmp.replace(out_dir / "paper_table.md")
+    print(f"wrote {out_dir / 'paper_table.json'} and {out_dir / 'paper_table.md'}", file=sys.stderr)
+
+
+def merge(parts: list[Path], out_dir: Path, command: str) -> int:
+    """Combine the methods of several ``paper_table.json`` runs over the *same* cases into one table.
+
+    Lets the prior-independent baselines run while the prior trains and the diffusion
+    methods run afterwards.  Every task's case list, region size and seed must agree
+    between parts; a method present in two parts must have identical scores (bilinear
+    is deterministic, so including it in both parts checks that the cases match).
+    """
+    docs = []
+    for d in parts:
+        f = d / "paper_table.json" if d.is_dir() else d
+        if not f.exists():
+            raise SystemExit(f"--merge: {f} not found")
+        docs.append(json.loads(f.read_text()))
+    all_res: dict = {}
+    for doc in docs:
+        for task, res in doc["tasks"].items():
+            if task not in all_res:
+                all_res[task] = copy.deepcopy(res)
+                all_res[task]["parts"] = [{k: res.get(k) for k in ("command", "steps", "members", "checkpoint",
+                                                                     "guidance_scale", "date", "machine")}]
+                continue
+            cur = all_res[task]
+            for k in ("case_list", "region_px", "seed", "cases"):
+                if cur.get(k) != res.get(k):
+                    raise SystemExit(f"--merge: task {task}: parts differ in {k!r}; they must use the same cases")
+            cur["parts"].append({k: res.get(k) for k in ("command", "steps", "members", "checkpoint",
+                                                         "guidance_scale", "date", "machine")})
+            for v, by_method in res["results"].items():
+                tgt = cur["results"].setdefault(v, {})
+                for m, r in by_method.items():
+                    if m in tgt and not np.isclose(tgt[m]["mae"], r["mae"], rtol=1e-6):
+                        raise SystemExit(f"--merge: task {task}, {v}, {m}: parts disagree "
+                                         f"({tgt[m]['mae']} vs {r['mae']}); not the same cases")
+                    tgt.setdefault(m, r)
+            for k in ("steps", "members", "checkpoint", "guidance_scale"):
+                if res.get(k) not in (None, {}, "n/a") and any(
+                        mm in P.DIFFUSION_METHODS for mm in res["results"].get("t2m", {})):
+                    cur[k] = res[k]
+            cur["seconds_total"] = float(cur.get("seconds_total", 0)) + float(res.get("seconds_total", 0))
+    methods = [m for m in METHOD_ORDER if any(m in r["results"].get(v, {}) for r in all_res.values()
+                                              for v in VARIABLES)]
+    spectra = [d for d in docs if d.get("spectra_png")]
+    spectra_file = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if spectra:
+        src = (parts[docs.index(spectra[-1])])
+        src = (src if src.is_dir() else src.parent) / spectra[-1]["spectra_png"]
+        spectra_file = out_dir / "paper_table_spectra.png"
+        if src.resolve() != spectra_file.resolve():
+            shutil.copyfile(src, spectra_file)
+    settings = dict(docs[-1]["settings"])
+    settings["methods"] = methods
+    settings["merged_from"] = [{"command": d["command"], "date": d["date"], "settings": d["settings"]} for d in docs]
+    doc = {"command": command, "machine": docs[-1]["machine"],
+           "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"), "settings": settings,
+           "tasks": all_res, "paper_zssd_mae": PAPER_ZSSD_MAE,
+           "spectra_png": spectra_file.name if spectra_file else None,
+           "seconds_total": round(sum(float(d.get("seconds_total", 0)) for d in docs), 1)}
+    write_outputs(all_res, methods, doc, out_dir, spectra_file)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Benchmark table on held-out demo cases (x6/x10/x20 + pseudo-GCMs)")
     ap.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
@@ -112,12 +200,18 @@ def main(argv=None) -> int:
     ap.add_argument("--region-px", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint", default=None,
-                    help="prior checkpoint (default: the demo prior; 'tiny' = smoke test only)")
+                    help="prior checkpoint (default: the shipped demo prior)")
     ap.add_argument("--spectra-task", default="x20", help="task whose first (cyclone) case gets the spectra plot")
     ap.add_argument("--no-spectra", action="store_true")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--merge", default=None, metavar="DIR[,DIR...]",
+                    help="combine earlier runs over the same cases (their paper_table.json) into --out-dir; "
+                         "runs nothing")
     args = ap.parse_args(argv)
+    command = "python benchmarks/paper_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.merge:
+        return merge([Path(d) for d in args.merge.split(",") if d], Path(args.out_dir), command)
     if args.threads:
         import torch
 
@@ -128,7 +222,6 @@ def main(argv=None) -> int:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prior = P.load_prior(args.checkpoint) if any(m in P.DIFFUSION_METHODS for m in methods) else None
-    command = "python benchmarks/paper_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.time()
     all_res = {}
     spectra_file = None
@@ -157,21 +250,7 @@ def main(argv=None) -> int:
         "spectra_png": spectra_file.name if spectra_file else None,
         "seconds_total": round(time.time() - t0, 1),
     }
-    P.write_json_atomic(doc, out_dir / "paper_table.json")
-    md = ["# ZSSD Explorer benchmark (demo world, held-out years)", "",
-          f"- command: `{command}`", f"- machine: {doc['machine']}", f"- date: {doc['date']}",
-          f"- settings: {doc['settings']}", f"- total time: {doc['seconds_total']} s", "",
-          "Scores: cos-φ weighted MAE / RMSE / P99 (0.99 area quantile of |error|) of the ensemble mean vs the "
-          "synthetic reference, mean over cases (half catalog cyclones, half random boxes).", "",
-          summary_md(all_res, methods), "## Per task", ""]
-    for t, r in all_res.items():
-        md += [markdown_table(r), ""]
-    if spectra_file:
-        md += [f"![spectra]({spectra_file.name})", ""]
-    tmp = out_dir / ".paper_table.md.tmp"
-    tmp.write_text("\n".join(md))
-    tmp.replace(out_dir / "paper_table.md")
-    print(f"wrote {out_dir / 'paper_table.json'} and {out_dir / 'paper_table.md'}", file=sys.stderr)
+    write_outputs(all_res, methods, doc, out_dir, spectra_file)
     return 0
 
 

@@ -12,7 +12,7 @@ static fields and the time embedding; the samples are compared with the referenc
 * a PNG panel of reference vs samples.
 
 Usage: python benchmarks/prior_quality.py [--checkpoint PATH] [--cases 12] [--steps 100] [--size 128]
-Writes benchmarks/results/prior_quality.{json,md,png}.
+Writes benchmarks/results/prior_quality.{json,md,png} (``--name`` changes the base name).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="prior_quality", help="base name of the result files")
     a = ap.parse_args()
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     prior = Prior.load(a.checkpoint) if a.checkpoint else default_prior()
@@ -129,6 +130,10 @@ def main() -> None:
             "std_ref": float(ref[:, i].std()), "std_prior": float(sam[:, i].std()),
             "within_case_std_ref": float(ref[:, i].std(axis=(1, 2)).mean()),
             "within_case_std_prior": float(sam[:, i].std(axis=(1, 2)).mean()),
+            # does the prior know each case's climate (latitude, season, terrain)? its area means vs the reference's
+            "case_mean_std_ref": float(ref[:, i].mean(axis=(1, 2)).std()),
+            "case_mean_std_prior": float(sam[:, i].mean(axis=(1, 2)).std()),
+            "case_mean_corr": float(np.corrcoef(ref[:, i].mean(axis=(1, 2)), sam[:, i].mean(axis=(1, 2)))[0, 1]),
             "spectrum_ratio_by_band": {b: float(np.exp(np.mean(np.log(np.maximum(vals, 1e-12))))) for b, vals in bands_acc.items()},
         }
     sl_ref = [t2m_elevation_slope(ref[k, 0], *statics[k]) for k in range(a.cases)]
@@ -164,9 +169,9 @@ def main() -> None:
                 fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS / "prior_quality.tmp.png"
+    tmp = RESULTS / f"{a.name}.tmp.png"
     fig.savefig(tmp, dpi=70)
-    tmp.replace(RESULTS / "prior_quality.png")
+    tmp.replace(RESULTS / f"{a.name}.png")
     payload = {**header(), **res}
     md = "# Prior-only samples vs reference (held-out demo years)\n\n" + md_header(payload)
     md += f"{a.cases} cases, {a.size}x{a.size}, {a.steps} ancestral steps, {seconds:.1f} s/sample.\n\n"
@@ -175,14 +180,17 @@ def main() -> None:
         bands = ", ".join(f"{b}: {x:.2f}" for b, x in r["spectrum_ratio_by_band"].items())
         md += (f"| {v} [{r['units']}] | {r['mean_ref']:.2f} | {r['mean_prior']:.2f} | {r['std_ref']:.2f} | {r['std_prior']:.2f} | "
                f"{r['within_case_std_ref']:.2f} | {r['within_case_std_prior']:.2f} | {bands} |\n")
+    md += "\nCase (area) means, prior vs reference: " + "; ".join(
+        f"{v} corr {r['case_mean_corr']:.2f}, std {r['case_mean_std_prior']:.3g} vs {r['case_mean_std_ref']:.3g}"
+        for v, r in res["variables"].items()) + ".  \n"
     sd = res["static_dependence"]
-    md += (f"\nt2m-elevation slope over land (row-demeaned): reference {sd['t2m_elevation_slope_K_per_km']['reference']:.2f} K/km, "
+    md += (f"t2m-elevation slope over land (row-demeaned): reference {sd['t2m_elevation_slope_K_per_km']['reference']:.2f} K/km, "
            f"prior {sd['t2m_elevation_slope_K_per_km']['prior']:.2f} K/km (demo-world lapse rate -6.5 K/km).  \n")
     if sd["land_minus_sea_t2m_K"]["corr"] is not None:
         md += (f"Land-minus-sea t2m over {sd['land_minus_sea_t2m_K']['cases']} coastal cases: correlation prior vs reference "
                f"{sd['land_minus_sea_t2m_K']['corr']:.2f}.\n")
-    md += "\n![reference vs prior samples](prior_quality.png)\n"
-    write("prior_quality", payload, md)
+    md += f"\n![reference vs prior samples]({a.name}.png)\n"
+    write(a.name, payload, md)
     print(md)
 
 

@@ -14,8 +14,8 @@ import torch
 
 from engine.prior.model import CheckpointError, Conditioning, Prior
 from engine.prior.network import ConditionalUNet, UNetConfig, count_flops
-from engine.prior.schedule import (DiffusionSchedule, cosine_betas, linear_betas, predict_eps, predict_x0,
-                                   q_sample, respace)
+from engine.prior.schedule import (DiffusionSchedule, cosine_betas, eps_from_v, linear_betas, predict_eps,
+                                   predict_x0, q_sample, respace, v_target)
 from engine.prior.train import TrainConfig, load_state, lr_at, train
 
 TINY = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), token_dim=16,
@@ -247,6 +247,43 @@ def test_checkpoint_roundtrip(tmp_path):
     assert Prior.load(tmp_path / "other", device="cpu").config == p.config  # single card in directory
 
 
+
+def test_v_parameterization_identities():
+    """v = √ᾱ ε − √(1−ᾱ) x₀ and its inverse recover ε at every noise level, including ᾱ ≈ 0."""
+    sch = DiffusionSchedule(cosine_betas(1000), kind="cosine")
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(5, 4, 8, 8, generator=g, dtype=torch.float64) * 2 + 1
+    noise = torch.randn(5, 4, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 10, 500, 990, 999])
+    x_t = q_sample(sch, x0, t, noise)
+    v = v_target(sch, x0, t, noise)
+    torch.testing.assert_close(eps_from_v(sch, x_t, t, v), noise)
+    # at the last step v is (minus) the clean state: the network is asked for x0, not for noise
+    torch.testing.assert_close(v[4], -x0[4], atol=1e-3, rtol=0)
+    torch.testing.assert_close(v[0], noise[0], atol=0.1, rtol=0)
+
+
+def test_v_prior_returns_eps_and_roundtrips(tmp_path):
+    p = Prior.tiny(1)
+    pv = Prior(p.net, p.schedule, p.variables, p.mean, p.std, parameterization="v")
+    x, t, s, tf = _inputs(2, 16, 16)
+    with torch.no_grad():
+        out = p.net(x, t, s, tf)  # the raw network output, read as v by pv
+        torch.testing.assert_close(pv.eps(x, t, s, tf), eps_from_v(p.schedule, x, t, out))
+        assert not torch.allclose(pv.eps(x, t, s, tf), p.eps(x, t, s, tf))
+    card = pv.save(tmp_path / "v")
+    assert json.loads(card.read_text())["parameterization"] == "v"
+    q = Prior.load(tmp_path / "v", device="cpu")
+    assert q.parameterization == "v"
+    with torch.no_grad():
+        torch.testing.assert_close(q.eps(x, t, s, tf), pv.eps(x, t, s, tf), rtol=0, atol=0)
+    _edit_card(card, lambda d: d.update(parameterization="x0"))
+    with pytest.raises(CheckpointError, match="parameterization 'x0'"):
+        Prior.load(tmp_path / "v", device="cpu")
+    with pytest.raises(ValueError, match="parameterization"):
+        Prior(p.net, p.schedule, p.variables, p.mean, p.std, parameterization="x0")
+
+
 def _edit_card(path: Path, fn) -> None:
     d = json.loads(path.read_text())
     fn(d)
@@ -378,6 +415,22 @@ def test_train_decreases_loss_and_resumes_exactly(tmp_path):
         torch.testing.assert_close(a.eps(x, t, s, tf), prior.eps(x, t, s, tf), rtol=1e-5, atol=1e-6)
 
 
+
+def test_train_v_parameterization(tmp_path):
+    plain = train(_tiny_cfg(tmp_path / "plain", parameterization="v"), FakeStream(16, 0), progress=False)
+    assert np.mean(plain.losses[-5:]) < 0.95 * np.mean(plain.losses[:5])
+    cfg = _tiny_cfg(tmp_path / "v", parameterization="v", min_snr_gamma=5.0, steps=4)
+    res = train(cfg, FakeStream(16, 0), progress=False)
+    assert np.all(np.isfinite(res.losses)) and np.mean(res.losses) < np.mean(plain.losses[:4])  # min-SNR weights ≤ 1
+    card = json.loads((tmp_path / "v" / "prior.json").read_text())
+    assert card["parameterization"] == "v" and card["training"]["objective"].startswith("v-mse")
+    assert Prior.load(tmp_path / "v", device="cpu").parameterization == "v"
+    with pytest.raises(ValueError, match="cannot resume.*'v'"):
+        train(_tiny_cfg(tmp_path / "v"), FakeStream(16, 0), progress=False, resume=tmp_path / "v")
+    with pytest.raises(ValueError, match="parameterization"):
+        TrainConfig(parameterization="x0")
+
+
 def test_train_prefetch_matches_synchronous(tmp_path):
     a = train(_tiny_cfg(tmp_path / "a", steps=4, checkpoint_every=100), FakeStream(16, 0), progress=False)
     b = train(_tiny_cfg(tmp_path / "b", steps=4, checkpoint_every=100, prefetch=2), FakeStream(16, 0),
@@ -450,6 +503,33 @@ def test_train_cli_parser(tmp_path):
     tr.add_train_parser(sub)
     args = ap.parse_args(["train", "--config", "x.toml", "--steps", "3", "--resume", "s.pt"])
     assert args.steps == 3 and args.resume == "s.pt" and args._run is tr.run_train
+
+
+
+def test_train_cli_stop_after_reaches_train(tmp_path, monkeypatch):
+    """``--stop-after`` stops a run early while the LR schedule still runs to ``--steps`` (how the demo prior was made)."""
+    import argparse
+
+    from engine.prior import train as tr
+
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('steps = 7000\ncrop = 64\nout = "runs/x"\n')
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers()
+    tr.add_train_parser(sub)
+    seen = {}
+
+    def fake_train(cfg, stream=None, *, resume=None, stop_after=None, progress=True, callback=None):
+        seen.update(steps=cfg.steps, resume=resume, stop_after=stop_after)
+
+    monkeypatch.setattr(tr, "train", fake_train)
+    args = ap.parse_args(["train", "--config", str(cfg_file), "--steps", "18000", "--resume", "runs/x",
+                          "--stop-after", "14000", "--no-progress"])
+    assert tr.run_train(args) == 0
+    assert seen == {"steps": 18000, "resume": "runs/x", "stop_after": 14000}
+    bad = ap.parse_args(["train", "--config", str(cfg_file), "--stop-after", "0"])
+    with pytest.raises(ValueError, match="stop-after"):
+        tr.run_train(bad)
 
 
 # ---------------------------------------------------------------------- DDP

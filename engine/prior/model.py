@@ -30,7 +30,7 @@ import torch
 from ..conditioning import STATIC_CHANNELS, TIME_FEATURES, static_channels, time_features
 from ..variables import VARIABLE_INFO, VARIABLES
 from .network import ConditionalUNet, UNetConfig
-from .schedule import DiffusionSchedule, cosine_betas, predict_x0
+from .schedule import PARAMETERIZATIONS, DiffusionSchedule, cosine_betas, eps_from_v, predict_x0
 
 __all__ = ["Prior", "CheckpointError", "Conditioning", "CARD_FORMAT", "default_device", "resolve_checkpoint", "sha256_file"]
 
@@ -131,16 +131,22 @@ class Prior:
         Per-variable normalisation statistics in physical units, ``[C]``.
     meta
         Free-form training record written into the card's ``"training"`` entry.
+    parameterization
+        What the network outputs: ``"eps"`` (ε, Ho et al. 2020) or ``"v"`` (Salimans & Ho
+        2022); :meth:`eps` always returns ε, so the samplers do not care.
 
     Notes
     -----
-    The network models ``x = (x_phys − mean) / std`` with ε-prediction
-    (Ho et al. 2020); :meth:`x0_from_eps` is their eq. 15.
+    The network models ``x = (x_phys − mean) / std``; :meth:`x0_from_eps` is Ho et al.'s eq. 15.
     """
 
     def __init__(self, net: ConditionalUNet, schedule: DiffusionSchedule,
                  variables: Sequence[str] = VARIABLES, mean: Sequence[float] | torch.Tensor | None = None,
-                 std: Sequence[float] | torch.Tensor | None = None, meta: dict | None = None) -> None:
+                 std: Sequence[float] | torch.Tensor | None = None, meta: dict | None = None,
+                 parameterization: str = "eps") -> None:
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        self.parameterization = parameterization
         self.net = net.eval().requires_grad_(False)
         self.schedule = schedule
         self.variables = tuple(variables)
@@ -246,7 +252,10 @@ class Prior:
         if time_feats.shape[0] == 1 and B > 1:
             time_feats = time_feats.expand(B, -1)
         t = torch.as_tensor(t, device=dev)
-        return self.net(x_t, t, static, time_feats)
+        out = self.net(x_t, t, static, time_feats)
+        if self.parameterization == "v":
+            out = eps_from_v(self.schedule, x_t, t, out)
+        return out
 
     def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
         """x̂₀ = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t  (Ho et al. 2020, eq. 15)."""
@@ -287,7 +296,7 @@ class Prior:
                               "std": [float(v) for v in self.std.cpu()]},
             "unet": self.config.to_dict(),
             "schedule": self.schedule.spec(),
-            "parameterization": "eps",
+            "parameterization": self.parameterization,
             "static_channels": list(STATIC_CHANNELS),
             "time_features": list(TIME_FEATURES),
             "n_params": int(sum(p.numel() for p in self.net.parameters())),
@@ -399,7 +408,10 @@ class Prior:
         if bad:
             raise CheckpointError(f"{where}: weights contain NaN/inf in {_few(bad)}")
         net.load_state_dict({k: v.to(ref[k].dtype) for k, v in sd.items()})
-        prior = cls(net, schedule, variables, mean, std, meta=card.get("training") or {})
+        param = card.get("parameterization", "eps")
+        if param not in PARAMETERIZATIONS:
+            raise CheckpointError(f"{where}: unknown parameterization {param!r} (known: {', '.join(PARAMETERIZATIONS)})")
+        prior = cls(net, schedule, variables, mean, std, meta=card.get("training") or {}, parameterization=param)
         prior.card_data = card
         return prior.to(device if device is not None else default_device())
 

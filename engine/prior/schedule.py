@@ -210,3 +210,23 @@ def predict_eps(schedule: DiffusionSchedule, x_t: torch.Tensor, t: torch.Tensor,
     """Inverse of :func:`predict_x0`: ``ε = (x_t − √ᾱ_t x₀) / √(1 − ᾱ_t)``."""
     ab = _extract(schedule.alphas_cumprod, t, x_t)
     return (x_t - ab.sqrt() * x0) / (1.0 - ab).sqrt()
+
+
+#: Network output parameterisations: ε (Ho et al. 2020) or v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022).
+PARAMETERIZATIONS = ("eps", "v")
+
+
+def v_target(schedule: DiffusionSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The v-prediction target ``v = √ᾱ_t ε − √(1 − ᾱ_t) x₀`` (Salimans & Ho 2022, eq. 9)."""
+    ab = _extract(schedule.alphas_cumprod, t, x0)
+    return ab.sqrt() * noise - (1.0 - ab).sqrt() * x0
+
+
+def eps_from_v(schedule: DiffusionSchedule, x_t: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """ε from a v-prediction: ``ε = √ᾱ_t v + √(1 − ᾱ_t) x_t``.
+
+    Unlike ε, ``v → −x₀`` as ᾱ → 0, so a v-network has to get the large-scale (domain-mean)
+    state right at high noise, where an ε-network's error is amplified by ``1/√ᾱ`` in x̂₀.
+    """
+    ab = _extract(schedule.alphas_cumprod, t, x_t)
+    return ab.sqrt() * v + (1.0 - ab).sqrt() * x_t

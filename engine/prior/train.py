@@ -52,7 +52,7 @@ import torch
 from ..variables import VARIABLES
 from .model import Prior, _atomic_write_bytes, default_device
 from .network import ConditionalUNet, UNetConfig
-from .schedule import SCHEDULES, DiffusionSchedule, make_betas, q_sample
+from .schedule import PARAMETERIZATIONS, SCHEDULES, DiffusionSchedule, make_betas, q_sample, v_target
 
 __all__ = ["TrainConfig", "TrainResult", "train", "make_stream", "Era5CropStream", "add_parser", "run",
            "add_train_parser", "run_train", "main", "STATE_FORMAT"]
@@ -98,7 +98,11 @@ class TrainConfig:
     schedule, T
         Noise schedule (``"cosine"`` or ``"linear"``) and number of diffusion steps.
     min_snr_gamma
-        γ of min-SNR loss weighting (0: plain ε-MSE).
+        γ of min-SNR loss weighting (0: plain MSE of the network's target).
+    parameterization
+        ``"eps"`` (predict ε) or ``"v"`` (predict v = √ᾱ ε − √(1−ᾱ) x₀, Salimans & Ho 2022): with v the
+        network must get the domain-mean state right at high noise, where an ε-network's error is
+        amplified by 1/√ᾱ in x̂₀ (a mean bias of the unconditional samples).
     stats_samples
         Crops used to estimate the normalisation mean/std at the start.
     amp
@@ -140,6 +144,7 @@ class TrainConfig:
     schedule: str = "cosine"
     T: int = 1000
     min_snr_gamma: float = 0.0
+    parameterization: str = "eps"
     stats_samples: int = 256
     amp: str = "auto"
     device: str = "auto"
@@ -155,6 +160,8 @@ class TrainConfig:
             self.unet = UNetConfig.from_dict(self.unet)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
         if self.amp not in ("auto", "bf16", "off"):
             raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {self.amp!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -589,6 +596,10 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
         if UNetConfig.from_dict(saved_unet) != cfg.unet:
             raise ValueError(f"cannot resume: the training state's network config {saved_unet} differs from "
                              f"the config's {cfg.unet.to_dict()}")
+        saved_param = json.loads(state["config_json"]).get("parameterization", "eps")
+        if saved_param != cfg.parameterization:
+            raise ValueError(f"cannot resume: the training state predicts {saved_param!r} but the config asks for "
+                             f"{cfg.parameterization!r}")
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -624,7 +635,7 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
     total = cfg.steps if stop_after is None else min(cfg.steps, int(stop_after))
     meta_base = {"data": _data_split(cfg, stream), "batch_per_rank": cfg.batch, "world_size": world,
                  "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-                 "objective": "eps-mse" + (f", min-SNR gamma={gamma:g}" if gamma > 0 else ""),
+                 "objective": f"{cfg.parameterization}-mse" + (f", min-SNR gamma={gamma:g}" if gamma > 0 else ""),
                  "train_config": cfg.to_dict()}
 
     def make_prior() -> Prior:
@@ -633,7 +644,8 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
         meta = dict(meta_base, steps=step, target_steps=cfg.steps, samples_seen=step * cfg.batch * world,
                     final_loss=float(np.mean(tail)) if tail else None, loss_curve=curve,
                     wall_time_s=round(elapsed, 1), machine=machine_info(device))
-        return Prior(copy.deepcopy(ema), schedule, VARIABLES, mean, std, meta=meta)
+        return Prior(copy.deepcopy(ema), schedule, VARIABLES, mean, std, meta=meta,
+                     parameterization=cfg.parameterization)
 
     def checkpoint() -> tuple[Path, Path]:
         state = {"format": STATE_FORMAT, "version": 1, "step": step, "model": net.state_dict(),
@@ -674,9 +686,14 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
             x_t = q_sample(schedule, x0, t, noise)  # Ho et al. eq. 4
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 pred = model(x_t, t, static, tf)
-            mse = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # eq. 14
-            if gamma > 0:  # min-SNR-γ weights for ε-prediction
-                mse = mse * torch.clamp(snr[t], max=gamma) / snr[t]
+            if cfg.parameterization == "v":  # Salimans & Ho 2022: target v = √ᾱ ε − √(1−ᾱ) x₀
+                mse = (pred.float() - v_target(schedule, x0, t, noise)).pow(2).mean(dim=(1, 2, 3))
+                if gamma > 0:  # min-SNR-γ weights for v-prediction
+                    mse = mse * torch.clamp(snr[t], max=gamma) / (snr[t] + 1.0)
+            else:
+                mse = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # eq. 14
+                if gamma > 0:  # min-SNR-γ weights for ε-prediction
+                    mse = mse * torch.clamp(snr[t], max=gamma) / snr[t]
             loss = mse.mean()
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
@@ -732,6 +749,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--resume", default=None, help="training state file (or run directory) to continue from")
     p.add_argument("--steps", type=int, default=None, help="override the total number of steps")
     p.add_argument("--out", default=None, help="override the output directory")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
+                   help="stop (and save) at this step although the learning-rate schedule runs to --steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(_run=run)
     return p
@@ -745,7 +764,10 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "out", None):
         cfg.out = args.out
     TrainConfig.from_dict(cfg.to_dict())  # re-validate overrides
-    train(cfg, resume=args.resume, progress=not getattr(args, "no_progress", False))
+    stop_after = getattr(args, "stop_after", None)
+    if stop_after is not None and stop_after <= 0:
+        raise ValueError(f"--stop-after must be a positive step, got {stop_after}")
+    train(cfg, resume=args.resume, stop_after=stop_after, progress=not getattr(args, "no_progress", False))
     return 0
 
 

@@ -1,0 +1,53 @@
+"""The benchmark scripts' bookkeeping (no sampling): merging table parts run at different times."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import paper_table  # noqa: E402
+
+
+def _part(path: Path, methods: dict[str, float], cases=("a", "b"), steps=50, png: bool = False) -> Path:
+    res = {v: {m: {"mae": mae, "rmse": mae * 1.3, "p99": mae * 4, "seconds_per_sample": 1.0}
+               for m, mae in methods.items()} for v in ("t2m", "msl", "u10", "v10")}
+    task = {"task": "x20", "cases": len(cases), "results": res, "steps": steps, "members": 1, "seed": 0,
+            "region_px": 128, "case_list": list(cases), "checkpoint": {"sha256": "abc"},
+            "guidance_scale": {m: 3.0 for m in methods if m in ("zssd", "dps")}, "seconds_total": 10.0,
+            "command": "cmd", "date": "d", "machine": "m"}
+    doc = {"command": f"run {sorted(methods)}", "machine": "m", "date": "d",
+           "settings": {"cases": len(cases), "methods": list(methods)}, "tasks": {"x20": task},
+           "spectra_png": "paper_table_spectra.png" if png else None, "seconds_total": 10.0}
+    path.mkdir(parents=True)
+    (path / "paper_table.json").write_text(json.dumps(doc))
+    if png:
+        (path / "paper_table_spectra.png").write_bytes(b"png")
+    return path
+
+
+def test_merge_combines_methods_and_checks_the_cases(tmp_path):
+    a = _part(tmp_path / "a", {"bilinear": 1.0, "bcsd": 0.8})
+    b = _part(tmp_path / "b", {"bilinear": 1.0, "zssd": 0.9, "ddrm": 0.95}, png=True)
+    out = tmp_path / "out"
+    assert paper_table.merge([a, b], out, "merge") == 0
+    doc = json.loads((out / "paper_table.json").read_text())
+    t2m = doc["tasks"]["x20"]["results"]["t2m"]
+    assert set(t2m) == {"bilinear", "bcsd", "ddrm", "zssd"} and t2m["zssd"]["mae"] == 0.9
+    assert doc["settings"]["methods"] == ["bilinear", "bcsd", "ddrm", "zssd"]  # canonical order
+    assert len(doc["settings"]["merged_from"]) == 2 and doc["tasks"]["x20"]["steps"] == 50
+    assert (out / "paper_table_spectra.png").read_bytes() == b"png"
+    md = (out / "paper_table.md").read_text()
+    assert "| zssd | 0.9 |" in md and "| bcsd | 0.8 |" in md
+
+    other_cases = _part(tmp_path / "c", {"zssd": 0.9}, cases=("a", "z"))
+    with pytest.raises(SystemExit, match="case_list"):
+        paper_table.merge([a, other_cases], tmp_path / "out2", "merge")
+    disagree = _part(tmp_path / "d", {"bilinear": 1.2})
+    with pytest.raises(SystemExit, match="disagree"):
+        paper_table.merge([a, disagree], tmp_path / "out3", "merge")
+    assert not (tmp_path / "out3" / "paper_table.json").exists()
