@@ -141,20 +141,20 @@ def merge(parts: list[Path], out_dir: Path, command: str) -> int:
         if not f.exists():
             raise SystemExit(f"--merge: {f} not found")
         docs.append(json.loads(f.read_text()))
+    part_keys = ("command", "steps", "members", "checkpoint", "guidance_scale", "date", "machine")
     all_res: dict = {}
     for doc in docs:
         for task, res in doc["tasks"].items():
+            info = {k: res.get(k) for k in part_keys}
             if task not in all_res:
                 all_res[task] = copy.deepcopy(res)
-                all_res[task]["parts"] = [{k: res.get(k) for k in ("command", "steps", "members", "checkpoint",
-                                                                     "guidance_scale", "date", "machine")}]
+                all_res[task]["parts"] = [info]
                 continue
             cur = all_res[task]
             for k in ("case_list", "region_px", "seed", "cases"):
                 if cur.get(k) != res.get(k):
                     raise SystemExit(f"--merge: task {task}: parts differ in {k!r}; they must use the same cases")
-            cur["parts"].append({k: res.get(k) for k in ("command", "steps", "members", "checkpoint",
-                                                         "guidance_scale", "date", "machine")})
+            cur["parts"].append(info)
             for v, by_method in res["results"].items():
                 tgt = cur["results"].setdefault(v, {})
                 for m, r in by_method.items():
@@ -162,10 +162,10 @@ def merge(parts: list[Path], out_dir: Path, command: str) -> int:
                         raise SystemExit(f"--merge: task {task}, {v}, {m}: parts disagree "
                                          f"({tgt[m]['mae']} vs {r['mae']}); not the same cases")
                     tgt.setdefault(m, r)
-            for k in ("steps", "members", "checkpoint", "guidance_scale"):
-                if res.get(k) not in (None, {}, "n/a") and any(
-                        mm in P.DIFFUSION_METHODS for mm in res["results"].get("t2m", {})):
-                    cur[k] = res[k]
+            if any(m in P.DIFFUSION_METHODS for m in res["results"].get("t2m", {})):  # the sampler settings
+                for k in ("steps", "members", "checkpoint", "guidance_scale"):
+                    if res.get(k) not in (None, {}, "n/a"):
+                        cur[k] = res[k]
             cur["seconds_total"] = float(cur.get("seconds_total", 0)) + float(res.get("seconds_total", 0))
     methods = [m for m in METHOD_ORDER if any(m in r["results"].get(v, {}) for r in all_res.values()
                                               for v in VARIABLES)]
