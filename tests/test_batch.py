@@ -435,7 +435,10 @@ def test_ctrl_c_of_the_cli_then_resume(tmp_path, bil_ref):
     cmd = [sys.executable, "-c", boot, "batch", "--gcm", GCM, "--start", "2022-08-01T00", "--end",
            "2022-08-03T18", "--region", REGION, "--method", "bilinear", "--out", str(out), "--workers", "2",
            "--no-progress"]
-    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a test run started in the background (nohup, `&`) inherits
+    # an ignored SIGINT, and Python then keeps ignoring it
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     n = 0
     while time.time() - t0 < 120 and p.poll() is None:
