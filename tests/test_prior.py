@@ -565,3 +565,15 @@ def test_ddp_two_cpu_processes(tmp_path):
     card = json.loads((tmp_path / "prior.json").read_text())
     assert card["training"]["world_size"] == 2 and card["training"]["steps"] == 3
     assert Prior.load(tmp_path, device="cpu").config == TINY
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_shipped_training_configs_load_and_match_the_shipped_network(path):
+    """Every config in configs/ is valid and builds the shipped prior's network (so a resume or a retrain fits it)."""
+    from engine.pipeline import DEFAULT_CHECKPOINT
+
+    cfg = TrainConfig.from_file(path)
+    card = json.loads(Path(DEFAULT_CHECKPOINT).with_suffix(".json").read_text())
+    assert cfg.unet == UNetConfig.from_dict(card["unet"])
+    assert cfg.data == "demo" and cfg.crop % cfg.unet.min_size == 0
