@@ -47,6 +47,7 @@ from _common import header, md_header, write  # noqa: E402
 
 from engine import pipeline as P  # noqa: E402
 from engine.evaluate import evaluation_cases  # noqa: E402
+from engine.grids import lat_weights  # noqa: E402
 from engine.operators import ucg_operator  # noqa: E402
 from engine.samplers.common import ucg_coarse_grid  # noqa: E402
 
@@ -67,7 +68,7 @@ def oracle_rows(case, world) -> dict:
 
     ref = np.asarray(case.reference["t2m"].values, dtype=np.float64).reshape(fine.shape)
     dem, land = world.statics.region(fine)
-    w = np.cos(np.deg2rad(fine.lat))[:, None] * np.ones(fine.shape)
+    w = lat_weights(fine.lat)[:, None] * np.ones(fine.shape)
     smooth = a_high(ref)
     detail = ref - smooth
     X = np.stack([((dem - a_high(dem)) / 1000.0).ravel(), (land - a_high(land)).ravel(), np.ones(dem.size)], 1)
