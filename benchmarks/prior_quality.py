@@ -78,7 +78,7 @@ def main() -> None:
     from engine.demo_world import DemoWorld
     from engine.grids import era5_grid
     from engine.metrics import spectrum_ratio_by_band
-    from engine.pipeline import default_prior
+    from engine.pipeline import default_prior, prior_sha256
     from engine.prior.model import Prior
     from engine.samplers import sample_unconditional
     from engine.variables import VARIABLES, VARIABLE_INFO
@@ -113,7 +113,9 @@ def main() -> None:
     seconds = (time.perf_counter() - t_start) / a.cases
     ref, sam = np.stack(refs), np.stack(sams)
     res: dict = {"cases": a.cases, "steps": a.steps, "size": a.size, "seconds_per_sample": seconds,
-                 "checkpoint": str(getattr(prior, "source", a.checkpoint or "default")), "variables": {}}
+                 "checkpoint": str(getattr(prior, "source", a.checkpoint or "default")),
+                 "checkpoint_sha256": prior_sha256(prior), "parameterization": getattr(prior, "parameterization", "eps"),
+                 "variables": {}}
     for i, v in enumerate(VARIABLES):
         bands_acc: dict[str, list[float]] = {}
         for k, (t, g) in enumerate(grids):
@@ -174,7 +176,8 @@ def main() -> None:
     tmp.replace(RESULTS / f"{a.name}.png")
     payload = {**header(), **res}
     md = "# Prior-only samples vs reference (held-out demo years)\n\n" + md_header(payload)
-    md += f"{a.cases} cases, {a.size}x{a.size}, {a.steps} ancestral steps, {seconds:.1f} s/sample.\n\n"
+    md += (f"Checkpoint sha256 `{res['checkpoint_sha256'][:16]}…` ({res['parameterization']}-prediction).  \n"
+           f"{a.cases} cases, {a.size}x{a.size}, {a.steps} ancestral steps, {seconds:.1f} s/sample.\n\n")
     md += "| variable | mean ref | mean prior | std ref | std prior | in-case std ref | in-case std prior | spectrum ratio by band (long -> short) |\n|---|---|---|---|---|---|---|---|\n"
     for v, r in res["variables"].items():
         bands = ", ".join(f"{b}: {x:.2f}" for b, x in r["spectrum_ratio_by_band"].items())

@@ -4,12 +4,12 @@ Target (t2m, task x20, held-out cases): at the two highest wavenumber octaves wh
 bilinear interpolation is at least 10x too weak, the ZSSD sample's power is within a
 factor 1.5 of the reference's.
 
-Per case and method the radially averaged power spectrum
-(:func:`engine.metrics.power_spectrum`, Hann window) of one sample (member 0; an
-ensemble mean would be smoother by construction) is divided by the reference's, and
-the ratio is averaged geometrically over the wavenumbers of each octave
-``(k_max/2^(j+1), k_max/2^j]`` (``j = 0`` is the finest).  Ratios are then averaged
-geometrically over cases.  Writes ``benchmarks/results/x20_spectra.{json,md}``::
+Per case and method, :func:`engine.metrics.spectrum_ratio_by_band` (Hann window) gives
+the power of one sample (member 0; an ensemble mean would be smoother by construction)
+over the reference's, summed over the modes of each octave of wavelength
+(:func:`engine.metrics.octave_bands`, from the Nyquist wavelength up; reported finest
+first).  Ratios are then averaged geometrically over cases.  Writes
+``benchmarks/results/x20_spectra.{json,md}``::
 
     python benchmarks/x20_spectra.py --cases 16 --steps 50
 """
@@ -31,21 +31,14 @@ from _common import header, md_header, write  # noqa: E402
 
 from engine import pipeline as P  # noqa: E402
 from engine.evaluate import evaluation_cases  # noqa: E402
-from engine.metrics import power_spectrum  # noqa: E402
+from engine.metrics import octave_bands, power_spectrum, spectrum_ratio_by_band  # noqa: E402
 
 
 def octave_ratios(field, ref, n_octaves: int) -> list[float]:
-    """Geometric-mean power ratio ``field/ref`` in octaves below the Nyquist wavenumber (finest first)."""
-    s = power_spectrum(field)
-    r = power_spectrum(ref)
-    k = np.asarray(s[s.dims[0]].values, dtype=float)
-    ratio = np.asarray(s.values, dtype=float) / np.asarray(r.values, dtype=float)
-    kmax = k.max()
-    out = []
-    for j in range(n_octaves):
-        sel = (k > kmax / 2 ** (j + 1)) & (k <= kmax / 2 ** j)
-        out.append(float(np.exp(np.mean(np.log(ratio[sel])))) if sel.any() else float("nan"))
-    return out
+    """Band-power ratio ``field/ref`` in the ``n_octaves`` finest octaves (finest first; NaN where absent)."""
+    bands = octave_bands(power_spectrum(ref))[::-1][:n_octaves]   # octave_bands lists the longest first
+    vals = [float(x) for x in spectrum_ratio_by_band(field, ref, bands).values]
+    return vals + [float("nan")] * (n_octaves - len(vals))
 
 
 def main(argv=None) -> int:
@@ -58,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--octaves", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--checkpoint", default=None, help="prior card or weights (default: the shipped demo prior)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -65,7 +59,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     world = P.get_world(0)
-    prior = P.load_prior(None) if any(m in P.DIFFUSION_METHODS for m in methods) else None
+    prior = P.load_prior(args.checkpoint) if any(m in P.DIFFUSION_METHODS for m in methods) else None
     cases = evaluation_cases(args.cases, args.seed, args.region_px, world)
     v = args.variable
     per_case: dict[str, list[list[float]]] = {m: [] for m in methods}
@@ -95,7 +89,7 @@ def main(argv=None) -> int:
                "target": target, "per_case": per_case, "seconds": round(time.time() - t0, 1)}
     lines = [f"# Power of one sample vs the reference at x20 ({v}, held-out cases)\n", md_header(payload),
              f"{len(cases)} held-out cases, {args.region_px}x{args.region_px} px, {args.steps} steps, member 0.  "
-             "Geometric mean over cases of the method/reference power ratio in each octave "
+             "Geometric mean over cases of the method/reference band-power ratio in each octave "
              "(wavelength bands nominal at the equator; finest first).\n",
              "| method | " + " | ".join(labels) + " |", "|---|" + "---|" * args.octaves]
     for m in methods:

@@ -1,4 +1,4 @@
-"""Conditional U-Net ε-predictor of the ZSSD prior.
+"""Conditional U-Net of the ZSSD prior (an ε- or v-predictor: the training target decides).
 
 Architecture (Tie & Xiong 2026, §"Diffusion prior"; U-Net of Ho et al. 2020 /
 Dhariwal & Nichol 2021, shrunk for CPU training):
@@ -279,7 +279,7 @@ class TimeTokens(nn.Module):
 
 
 class ConditionalUNet(nn.Module):
-    """ε-prediction U-Net conditioned on statics, diffusion step and cyclic time.
+    """U-Net predicting ε (or v) conditioned on statics, diffusion step and cyclic time.
 
     Parameters
     ----------

@@ -8,6 +8,8 @@ optionally with min-SNR-γ weighting (Hang et al. 2023: ``w_t = min(SNR_t, γ)/S
 ε-prediction), on random crops of the normalised state.  AdamW with linear
 warm-up and cosine decay, gradient clipping, an exponential moving average of
 the weights (the EMA network is what :class:`~engine.prior.model.Prior` ships).
+With ``parameterization = "v"`` (the shipped demo prior) the target is
+v = √ᾱ_t ε − √(1−ᾱ_t) x₀ instead, with weights ``min(SNR_t, γ)/(SNR_t + 1)``.
 
 Reproducibility and resumption: the batch, the diffusion steps/noise and the
 dropout masks of step ``s`` on rank ``r`` are drawn from generators seeded by

@@ -24,7 +24,8 @@ VAR_INDEX = {"t2m": 0, "msl": 1, "u10": 2, "v10": 3}
 LOOP_TEXT = """
 **One step of diffusion posterior sampling** (repeated from pure noise to a clean field):
 
-1. **Denoise.** The prior network looks at the noisy state *x_t* and predicts the noise in it;
+1. **Denoise.** The prior network looks at the noisy state *x_t* and predicts the noise in it
+   (the demo prior is trained on the equivalent target *v*, from which the noise follows);
    removing that noise gives *x̂0*, its best guess of the clean 0.25° weather map.
 2. **Compare with the GCM.** *x̂0* is averaged the way the GCM sees the world — ZSSD averages onto
    one *unified 5° grid* and interpolates back to 0.25° — and the misfit to the GCM field is measured
