@@ -114,7 +114,7 @@ def main() -> None:
     ref, sam = np.stack(refs), np.stack(sams)
     res: dict = {"cases": a.cases, "steps": a.steps, "size": a.size, "seconds_per_sample": seconds,
                  "checkpoint": str(getattr(prior, "source", a.checkpoint or "default")),
-                 "checkpoint_sha256": prior_sha256(prior), "parameterization": getattr(prior, "parameterization", "eps"),
+                 "checkpoint_sha256": prior_sha256(prior), "parameterization": prior.parameterization,
                  "variables": {}}
     for i, v in enumerate(VARIABLES):
         bands_acc: dict[str, list[float]] = {}

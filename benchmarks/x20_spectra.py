@@ -31,13 +31,13 @@ from _common import header, md_header, write  # noqa: E402
 
 from engine import pipeline as P  # noqa: E402
 from engine.evaluate import evaluation_cases  # noqa: E402
-from engine.metrics import octave_bands, power_spectrum, spectrum_ratio_by_band  # noqa: E402
+from engine.metrics import spectrum_ratio_by_band  # noqa: E402
 
 
 def octave_ratios(field, ref, n_octaves: int) -> list[float]:
     """Band-power ratio ``field/ref`` in the ``n_octaves`` finest octaves (finest first; NaN where absent)."""
-    bands = octave_bands(power_spectrum(ref))[::-1][:n_octaves]   # octave_bands lists the longest first
-    vals = [float(x) for x in spectrum_ratio_by_band(field, ref, bands).values]
+    # default bands: engine.metrics.octave_bands of the reference, longest first
+    vals = [float(x) for x in spectrum_ratio_by_band(field, ref).values[::-1][:n_octaves]]
     return vals + [float("nan")] * (n_octaves - len(vals))
 
 

@@ -51,3 +51,24 @@ def test_merge_combines_methods_and_checks_the_cases(tmp_path):
     with pytest.raises(SystemExit, match="disagree"):
         paper_table.merge([a, disagree], tmp_path / "out3", "merge")
     assert not (tmp_path / "out3" / "paper_table.json").exists()
+
+
+def test_x20_spectra_octave_ratios_finest_first():
+    """A field at half the reference's amplitude has 1/4 of its power in every octave; missing octaves are NaN."""
+    import numpy as np
+    import xarray as xr
+
+    import x20_spectra
+
+    rng = np.random.default_rng(0)
+    lat, lon = 30 + 0.25 * np.arange(64), 0.25 * np.arange(64)
+    ref = xr.DataArray(rng.standard_normal((64, 64)), dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
+    assert np.allclose(x20_spectra.octave_ratios(ref, ref, 3), 1.0)
+    half = x20_spectra.octave_ratios(0.5 * ref, ref, 12)
+    n = sum(np.isfinite(half))
+    assert 3 <= n < 12 and np.allclose(half[:n], 0.25) and np.isnan(half[n:]).all()
+    # finest first: a field with only large-scale structure added is unchanged at the finest octave only
+    y = np.linspace(0, 2 * np.pi, 64)
+    smooth = ref + 5 * np.sin(y)[:, None] * np.sin(y)[None, :]
+    r = x20_spectra.octave_ratios(smooth, ref, n)
+    assert abs(r[0] - 1) < 0.05 and r[n - 1] > 2
