@@ -688,14 +688,12 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
             x_t = q_sample(schedule, x0, t, noise)  # Ho et al. eq. 4
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 pred = model(x_t, t, static, tf)
-            if cfg.parameterization == "v":  # Salimans & Ho 2022: target v = √ᾱ ε − √(1−ᾱ) x₀
-                mse = (pred.float() - v_target(schedule, x0, t, noise)).pow(2).mean(dim=(1, 2, 3))
-                if gamma > 0:  # min-SNR-γ weights for v-prediction
-                    mse = mse * torch.clamp(snr[t], max=gamma) / (snr[t] + 1.0)
-            else:
-                mse = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))  # eq. 14
-                if gamma > 0:  # min-SNR-γ weights for ε-prediction
-                    mse = mse * torch.clamp(snr[t], max=gamma) / snr[t]
+            use_v = cfg.parameterization == "v"
+            # target: ε (Ho et al. eq. 14) or v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022)
+            target = v_target(schedule, x0, t, noise) if use_v else noise
+            mse = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+            if gamma > 0:  # min-SNR-γ weights: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v
+                mse = mse * torch.clamp(snr[t], max=gamma) / (snr[t] + 1.0 if use_v else snr[t])
             loss = mse.mean()
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
