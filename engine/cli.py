@@ -26,7 +26,8 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("cases", help="list the demo tropical-cyclone cases (held-out years)")
+    p = sub.add_parser("cases", help="list the cyclone cases: the real ERA5 ones first, then the demo world's "
+                                     "(held-out years)")
     p.add_argument("--years", default=None, help="comma-separated years (default: the held-out demo years)")
     p.add_argument("--seed", type=int, default=0, help="demo world seed")
     p.set_defaults(_run=run)
@@ -36,6 +37,12 @@ def run(args) -> int:
     from .demo_world import HELDOUT_YEARS, DemoWorld
 
     years = [int(y) for y in args.years.split(",")] if args.years else list(HELDOUT_YEARS)
+    print("name\tbasin\tpeak time\tregion S,N,W,E\tmin pressure\tmax 10 m wind\tsource")
+    if not args.years:
+        from .real_sources import real_cyclones
+
+        for c in real_cyclones():  # real first: found by the cyclone finder in the ERA5 week
+            print(c.line())
     for c in DemoWorld(args.seed).catalog(years):
         print(c.line())
     return 0

@@ -193,10 +193,17 @@ class CycloneCase:
     peak_wind: float      # m/s, 10 m
     min_pressure: float   # Pa
     region: Region
+    #: the source to open the case with: "" = any demo source (synthetic), else e.g. "ERA5-x20" (real)
+    source: str = ""
+
+    @property
+    def real(self) -> bool:
+        return bool(self.source) and self.source.startswith(("ERA5", "GFS", "NCEP"))
 
     def line(self) -> str:
+        kind = f"real ({self.source})" if self.real else "demo world (synthetic)"
         return (f"{self.name}\t{self.basin}\t{self.peak_time.strftime('%Y-%m-%dT%H:%M')}\t"
-                f"{self.region.as_text()}\t{self.min_pressure / 100:.0f} hPa\t{self.peak_wind:.0f} m/s")
+                f"{self.region.as_text()}\t{self.min_pressure / 100:.0f} hPa\t{self.peak_wind:.0f} m/s\t{kind}")
 
 
 # basin: (lat range of genesis, lon range (deg E), peak month, season half-width in months, storms/yr)

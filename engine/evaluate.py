@@ -12,6 +12,15 @@ Protocol
 * **Tasks**: ``x6``, ``x10``, ``x20`` (perfect-model averaging to 1.5°/2.5°/5°) or
   ``gcm:NAME`` for a pseudo-GCM (paired with its demo-world reference).  The real
   file cannot be scored (unpaired).
+* **Real weather**: ``era5-x20``, ``era5-x10`` — the real ERA5 week averaged to 5°/2.5°
+  (:mod:`engine.real_sources`); the reference is real ERA5 at its 1° points, and the 0.25°
+  output is scored at exactly those points.  Cases (:func:`real_evaluation_cases`): the real
+  cyclone at its three deepest times, then a fixed list of :data:`REAL_REGIONS` (mountains,
+  coasts, plains, ocean) at times spread over the week.  :data:`REAL_TUNING_TIMES` (4 of the
+  24 times) are reserved for tuning and never scored.  BCSD cannot be trained on one week:
+  it is reported as unavailable, not faked.
+* **Ensembles**: with ``members > 1`` the ensemble means of the first 1, 4, 8 … members are
+  also scored (``results_by_members``), so one run gives the 1/4/8-member figures.
 * **Scores** per variable and method: cos φ weighted MAE, RMSE and P99 (the weighted
   0.99 quantile of the absolute error, :func:`engine.metrics.p99_error`) of the
   *ensemble mean* against the reference, averaged over cases; ``seconds_per_sample``
@@ -34,9 +43,11 @@ import pandas as pd
 from .demo_world import HELDOUT_YEARS, DemoWorld
 from .gcm import PSEUDO_GCMS, REAL_FILES
 from .grids import PAIRED_TASKS, Region
+from .real_sources import PAIRED_REAL, REAL_SOURCES, era5_week
 from .variables import VARIABLES
 
-__all__ = ["EvalCase", "parse_task", "evaluation_cases", "evaluate", "markdown_table", "add_parser", "run",
+__all__ = ["EvalCase", "parse_task", "evaluation_cases", "real_evaluation_cases", "REAL_REGIONS",
+           "REAL_TUNING_TIMES", "REAL_TASKS", "evaluate", "markdown_table", "add_parser", "run",
            "machine_info"]
 
 
@@ -53,10 +64,33 @@ class EvalCase(tuple):
     region = property(lambda self: self[2])
 
 
+#: Real-weather tasks -> source id.
+REAL_TASKS: dict[str, str] = {"era5-x20": "ERA5-x20", "era5-x10": "ERA5-x10"}
+
+#: Fixed 32° x 32° regions of the real-weather tasks: (name, kind, S, N, W, E).
+REAL_REGIONS: tuple[tuple[str, str, float, float, float, float], ...] = (
+    ("Alps", "mountains", 30.0, 62.0, -5.0, 27.0),
+    ("Himalaya-Tibet", "mountains", 15.0, 47.0, 70.0, 102.0),
+    ("Andes", "mountains", -40.0, -8.0, -85.0, -53.0),
+    ("Rockies", "mountains", 25.0, 57.0, -125.0, -93.0),
+    ("East-Africa", "mountains", -14.0, 18.0, 22.0, 54.0),
+    ("Norway-North-Sea", "coast", 42.0, 74.0, -8.0, 24.0),
+    ("Maritime-Continent", "coast", -14.0, 18.0, 95.0, 127.0),
+    ("Eurasian-plains", "plains", 38.0, 70.0, 40.0, 72.0),
+    ("Amazon", "plains", -20.0, 12.0, -70.0, -38.0),
+    ("North-Atlantic", "ocean", 20.0, 52.0, -50.0, -18.0),
+    ("South-Pacific", "ocean", -60.0, -28.0, -150.0, -118.0),
+)
+#: Indices of the week's 24 times reserved for tuning (guidance scales): never scored.
+REAL_TUNING_TIMES: tuple[int, ...] = (3, 9, 15, 21)
+
+
 def parse_task(task: str) -> str:
-    """``x6|x10|x20|gcm:NAME`` → the source id (paired sources only)."""
+    """``x6|x10|x20|gcm:NAME|era5-x20|era5-x10`` → the source id (paired sources only)."""
     if task in PAIRED_TASKS:
         return task
+    if task in REAL_TASKS:
+        return REAL_TASKS[task]
     if task.startswith("gcm:"):
         name = task[4:]
         if name in PSEUDO_GCMS:
@@ -65,7 +99,8 @@ def parse_task(task: str) -> str:
             raise ValueError(f"{name} is a real GCM file with no paired reference; evaluate needs a paired "
                              f"source (x6, x10, x20 or gcm:{'|'.join(PSEUDO_GCMS)})")
         raise ValueError(f"unknown GCM {name!r} in task {task!r}; known: {', '.join(PSEUDO_GCMS)}")
-    raise ValueError(f"unknown task {task!r}; use x6, x10, x20 or gcm:NAME ({', '.join(PSEUDO_GCMS)})")
+    raise ValueError(f"unknown task {task!r}; use x6, x10, x20, era5-x20, era5-x10 or gcm:NAME "
+                     f"({', '.join(PSEUDO_GCMS)})")
 
 
 def evaluation_cases(n: int, seed: int = 0, size_px: int = 128, world: DemoWorld | None = None,
@@ -94,6 +129,36 @@ def evaluation_cases(n: int, seed: int = 0, size_px: int = 128, world: DemoWorld
         out.append(EvalCase(f"random-{k:02d}", t, Region.around(lat, lon, size)))
     for c in out:
         assert c.time.year in HELDOUT_YEARS, f"evaluation case {c.name} at {c.time} is not in a held-out year"
+    return out
+
+
+def real_evaluation_cases(n: int, n_cyclone: int = 3) -> list[EvalCase]:
+    """Real-weather cases: the real cyclone at its ``n_cyclone`` deepest times, then :data:`REAL_REGIONS`.
+
+    Region ``r`` takes the scored times ``k * 7 + r * 3`` (mod the 20 scored times) for its
+    ``k``-th case, so the cases spread over the week and over local hours.  Deterministic; the
+    times in :data:`REAL_TUNING_TIMES` are never used.
+    """
+    from .real_sources import real_cyclone_tracks
+
+    if n < 1:
+        raise ValueError(f"--cases must be at least 1, got {n}")
+    times = [pd.Timestamp(t) for t in era5_week()["time"].values]
+    scored = [t for i, t in enumerate(times) if i not in REAL_TUNING_TIMES]
+    out: list[EvalCase] = []
+    for tr in real_cyclone_tracks()[:1]:
+        pts = sorted((p for p in tr if p.time in scored), key=lambda p: p.min_pressure)[:min(n_cyclone, n)]
+        for p in sorted(pts, key=lambda p: p.time):
+            out.append(EvalCase(f"ERA5-TC {p.min_pressure / 100:.0f} hPa", p.time, Region.around(p.lat, p.lon, 32.0)))
+    k = 0
+    while len(out) < n:
+        r = k % len(REAL_REGIONS)
+        name, kind, s, nn, w, e = REAL_REGIONS[r]
+        t = scored[((k // len(REAL_REGIONS)) * 7 + r * 3) % len(scored)]
+        out.append(EvalCase(f"{name} ({kind})", t, Region(s, nn, w, e)))
+        k += 1
+    for c in out:
+        assert times.index(c.time) not in REAL_TUNING_TIMES, f"{c.name} uses a tuning time"
     return out
 
 
@@ -129,12 +194,20 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     if needs_prior and prior is None:
         prior = P.load_prior(checkpoint)
     world = P.get_world(world_seed)
-    case_list = evaluation_cases(cases, seed, size_px, world)
+    real = source in PAIRED_REAL
+    case_list = real_evaluation_cases(cases) if real else evaluation_cases(cases, seed, size_px, world)
+    unavailable: dict[str, str] = {}
+    if real and "bcsd" in methods:
+        methods = [m for m in methods if m != "bcsd"]
+        unavailable["bcsd"] = ("BCSD needs years of input/reference pairs per calendar month to train its quantile "
+                               "maps; the real ERA5 week has 24 times, so it is not run (not faked)")
+    ens_sizes = sorted({k for k in (1, 4, 8) if k < members} | {members})
     scales = {}
     for m in ("zssd", "dps"):
         if m in methods:
             scales[m] = float((guidance_scales or {}).get(m, default_guidance_scale(m, steps)))
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
+    by_members: dict[int, dict[str, dict[str, dict[str, list[float]]]]] = {}
     bcsd_train: list[float] = []
     outputs: dict[str, Any] = {}
     t_all = _time.perf_counter()
@@ -163,6 +236,16 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                 d["rmse"].append(float(s.rmse))
                 d["p99"].append(float(s.p99))
                 d["seconds_per_sample"].append(secs)
+            if m in P.DIFFUSION_METHODS and members > 1:
+                for k in ens_sizes:
+                    mean_k = ds[[f"{v}_members" for v in vs]].isel(member=slice(0, k)).mean("member")
+                    sck = score(mean_k.rename({f"{v}_members": v for v in vs}), ref[vs])
+                    for v, s in sck.items():
+                        dk = by_members.setdefault(k, {}).setdefault(v, {}).setdefault(m, {"mae": [], "rmse": [],
+                                                                                            "p99": []})
+                        dk["mae"].append(float(s.mae))
+                        dk["rmse"].append(float(s.rmse))
+                        dk["p99"].append(float(s.p99))
             if keep_case == ci:
                 outputs[m] = ds
     results = {v: {m: {k: float(np.mean(x)) for k, x in d.items()} for m, d in dm.items()} for v, dm in per.items()}
@@ -180,12 +263,24 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                                                    "sha256": P.prior_sha256(prior)}),
         "case_list": [f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}" for c in case_list],
         "heldout_years": list(HELDOUT_YEARS),
-        "score_definition": "cos-lat weighted MAE/RMSE/P99 (0.99 area quantile of |error|) of the ensemble mean "
-                            "vs the demo-world reference, mean over cases",
+        "reference": (REAL_SOURCES[source].description if real else "demo world (synthetic), held-out years"),
+        "score_definition": ("cos-lat weighted MAE/RMSE/P99 (0.99 area quantile of |error|) of the ensemble mean "
+                             + ("vs real ERA5 at its 1° points (the 0.25° output taken at exactly those points)"
+                                if real else "vs the demo-world reference") + ", mean over cases"),
         "machine": machine_info(),
         "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds_total": round(_time.perf_counter() - t_all, 2),
     }
+    if real:
+        out["tuning_times_excluded"] = [str(pd.Timestamp(t)) for i, t in enumerate(era5_week()["time"].values)
+                                        if i in REAL_TUNING_TIMES]
+        out["credit"] = REAL_SOURCES[source].credit
+    if unavailable:
+        out["unavailable"] = unavailable
+    if by_members:
+        out["results_by_members"] = {str(k): {v: {m: {q: float(np.mean(x)) for q, x in d.items()}
+                                                  for m, d in dm.items()} for v, dm in bv.items()}
+                                     for k, bv in sorted(by_members.items())}
     if bcsd_train:
         out["bcsd_train_seconds"] = round(float(np.mean(bcsd_train)), 2)
     if keep_case is not None:
@@ -204,8 +299,9 @@ def markdown_table(res: dict[str, Any]) -> str:
                 methods.append(m)
     head = "| method | " + " | ".join(f"{v} MAE | {v} RMSE | {v} P99" for v in vs) + " | s/sample |"
     sep = "|---|" + "---|" * (3 * len(vs)) + "---|"
-    rows = [f"**{res['task']}** — {res['cases']} held-out cases, {res.get('steps')} steps, "
-            f"{res.get('members', 1)} member(s)", "", head, sep]
+    what = "real-weather cases (reference: ERA5 at its 1° points)" if res["task"] in REAL_TASKS else "held-out cases"
+    rows = [f"**{res['task']}** — {res['cases']} {what}, {res.get('steps')} steps, "
+            f"{res.get('members', 1)} member(s); scores of the ensemble mean", "", head, sep]
     for m in methods:
         cells = []
         secs = float("nan")
@@ -217,6 +313,16 @@ def markdown_table(res: dict[str, Any]) -> str:
             cells += [_fmt(r["mae"]), _fmt(r["rmse"]), _fmt(r["p99"])]
             secs = r["seconds_per_sample"]
         rows.append(f"| {m} | " + " | ".join(cells) + f" | {secs:.2f} |")
+    for m, why in res.get("unavailable", {}).items():
+        rows.append(f"| {m} | n/a: {why} |" + " |" * (3 * len(vs)))
+    by = res.get("results_by_members")
+    if by:
+        rows += ["", "Ensemble means of the first k members (MAE per variable):", "",
+                 "| method | k | " + " | ".join(f"{v} MAE" for v in vs) + " |", "|---|---|" + "---|" * len(vs)]
+        for m in methods:
+            for k, bv in by.items():
+                if all(m in bv.get(v, {}) for v in vs):
+                    rows.append(f"| {m} | {k} | " + " | ".join(_fmt(bv[v][m]["mae"]) for v in vs) + " |")
     return "\n".join(rows)
 
 
@@ -231,8 +337,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score downscaling methods on held-out demo cases",
                        description="Score methods on held-out demo cases (years " +
                                    ", ".join(map(str, HELDOUT_YEARS)) + "); prints a Markdown table.")
-    p.add_argument("--task", required=True, help="x6 | x10 | x20 | gcm:NAME (a pseudo-GCM)")
-    p.add_argument("--methods", default="bilinear,bcsd,ddrm,dps,zssd", help="comma-separated methods")
+    p.add_argument("--task", required=True, help="x6 | x10 | x20 | gcm:NAME (a pseudo-GCM) | era5-x20 | era5-x10 "
+                                                 "(real ERA5 week, scored at its 1° points)")
+    p.add_argument("--methods", default="bilinear,lapse,bcsd,ddrm,dps,zssd", help="comma-separated methods")
     p.add_argument("--cases", type=int, default=8, help="number of cases (half catalog cyclones, half random)")
     p.add_argument("--steps", type=int, default=100, help="sampler steps")
     p.add_argument("--members", type=int, default=1, help="ensemble members (the ensemble mean is scored)")

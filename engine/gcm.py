@@ -17,6 +17,10 @@ averaged to 1.5°, 2.5° and 5° without any other change (perfect-model tests).
 
 ``MPI-ESM-LR`` is the real CMIP5 file shipped in ``assets/gcm`` (monthly means
 of 2005: tas, uas, vas; no psl), read unchanged by :mod:`engine.readers`.
+
+The real-weather sources ``ERA5-x20``, ``ERA5-x10`` (paired: the real ERA5 week
+averaged to 5°/2.5°), ``NCEP-storm-1996`` and ``GFS-2.5deg`` (unpaired) are defined
+in :mod:`engine.real_sources`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .demo_world import DemoWorld
 from .errors import DataError
 from .grids import GCM_GRID_SPECS, PAIRED_TASKS, GridError, LatLonGrid, Region, era5_grid, gcm_grid, wrap_lon
 from .operators import conservative
+from .real_sources import REAL_SOURCES, describe_real, real_field
 from .statics import ASSETS
 from .variables import VARIABLE_INFO, VARIABLES
 
@@ -64,7 +69,8 @@ REAL_FILES: dict[str, list[Path]] = {
     "MPI-ESM-LR": [ASSETS / "gcm" / f"{v}_rectilinear_grid_2D.nc" for v in ("tas", "uas", "vas")],
 }
 
-GCM_SOURCES: tuple[str, ...] = tuple(PSEUDO_GCMS) + tuple(REAL_FILES) + tuple(PAIRED_TASKS)
+GCM_SOURCES: tuple[str, ...] = (tuple(PSEUDO_GCMS) + tuple(REAL_FILES) + tuple(PAIRED_TASKS)
+                                 + tuple(REAL_SOURCES))
 
 
 def describe_gcm(source_id: str) -> str:
@@ -79,6 +85,8 @@ def describe_gcm(source_id: str) -> str:
         return f"paired task {source_id}: demo world averaged to {PAIRED_TASKS[source_id]:g} deg (no other change)"
     if source_id in REAL_FILES:
         return "MPI-ESM-LR (CMIP5, real): historical 2005 monthly means, T63 192x96 (tas, uas, vas)"
+    if source_id in REAL_SOURCES:
+        return describe_real(source_id)
     raise GridError(f"unknown GCM {source_id!r}; known: {', '.join(GCM_SOURCES)}")
 
 
@@ -124,6 +132,8 @@ def gcm_field(source_id: str, time, region: Region, world: DemoWorld | None = No
     files = {**REAL_FILES, **(files or {})}
     if source_id in files:
         return _real_field(source_id, files[source_id], ts, region, margin_cells)
+    if source_id in REAL_SOURCES:
+        return real_field(source_id, ts, region, margin_cells)
     native = gcm_grid(source_id)  # raises GridError for unknown ids
     coarse, _, _ = native.covering(region, margin_cells)
     world = world or DemoWorld(0)

@@ -24,6 +24,7 @@ from .grids import lat_weights
 
 __all__ = [
     "EARTH_RADIUS_KM",
+    "at_reference_points",
     "lat_weight_da",
     "weighted_mean",
     "mae",
@@ -77,6 +78,25 @@ def weighted_mean(x: XrObj, dims: str | Sequence[Hashable] | None = None) -> XrO
     num = (x * w).sum(d, skipna=True)
     den = (x.notnull() * w).sum(d)
     return num / den.where(den > 0)
+
+
+def at_reference_points(pred: XrObj, ref: XrObj) -> XrObj:
+    """``pred`` at the reference's own points when the reference is a subset of its grid.
+
+    A reference on coarser points that lie on the prediction's grid (the real ERA5 week: its 1°
+    points are every 4th 0.25° point) is scored at exactly those points, without interpolation.
+    Otherwise ``pred`` is returned unchanged (and :func:`_err` demands identical coordinates).
+    """
+    la = _lat_name(ref)
+    lo = "lon" if la == "lat" else "longitude"
+    if la not in pred.dims or lo not in pred.dims or la not in ref.dims or lo not in ref.dims:
+        return pred
+    if pred.sizes[la] == ref.sizes[la] and pred.sizes[lo] == ref.sizes[lo]:
+        return pred
+    try:
+        return pred.sel({la: ref[la].values, lo: ref[lo].values}, method="nearest", tolerance=1e-6)
+    except KeyError as exc:
+        raise DataError(f"the reference points are not on the prediction's grid: {exc}") from exc
 
 
 def _err(pred: XrObj, ref: XrObj) -> XrObj:
@@ -192,7 +212,7 @@ def score(pred: xr.Dataset, ref: xr.Dataset, dims: str | Sequence[Hashable] | No
                         f"reference {list(ref.data_vars)}")
     out: dict[str, Scores] = {}
     for v in common:
-        p, r = pred[v], ref[v]
+        p, r = at_reference_points(pred[v], ref[v]), ref[v]
         d = list(dict.fromkeys(p.dims + r.dims)) if dims == "all" else dims  # union: e.g. a size-1 time
         out[str(v)] = Scores(mae=_scalar(mae(p, r, d)), rmse=_scalar(rmse(p, r, d)), bias=_scalar(bias(p, r, d)),
                              p99=_scalar(p99_error(p, r, d, q=q)))

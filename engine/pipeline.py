@@ -4,8 +4,8 @@
   the 0.25° grid, the GCM field on its native cells, the reference, the
   prior's conditioning.  All input checks happen here (or in the sampler
   constructors), before any expensive computation.
-* :func:`baseline` — bilinear interpolation or BCSD (trained on training-year
-  samples only, cached per process).
+* :func:`baseline` — bilinear interpolation, bilinear + lapse rate (``lapse``) or
+  BCSD (trained on training-year samples only, cached per process).
 * :func:`sampler` — a generator of :class:`engine.samplers.StepState` for
   ``zssd``/``dps``/``ddrm``.
 * :func:`result_dataset` / :func:`baseline_result` — CF-style ``xr.Dataset``
@@ -37,9 +37,10 @@ import xarray as xr
 from .conditioning import static_channels, time_features, to_timestamp
 from .demo_world import SOURCE_LABEL, TRAIN_YEARS, DemoWorld, check_training_time
 from .errors import DataError
-from .gcm import GCM_SOURCES, REAL_FILES, gcm_field
+from .gcm import GCM_SOURCES, REAL_FILES, fine_region_for, gcm_field
 from .grids import GridError, LatLonGrid, Region, era5_grid
 from .operators import grid_from_xarray
+from .real_sources import ERA5_CREDIT, REAL_LABEL, REAL_SOURCES, era5_points_grid, era5_reference
 from .statics import ASSETS
 from .variables import VARIABLE_INFO, VARIABLES
 
@@ -48,10 +49,10 @@ __all__ = [
     "baseline_result", "write_netcdf_atomic", "write_json_atomic", "default_prior", "load_prior",
     "DEFAULT_CHECKPOINT", "get_world", "prior_sha256", "check_source",
     "bcsd_training_times", "parse_time", "parse_region", "check_method", "run_method", "add_parser", "run",
-    "REFERENCE_LABEL",
+    "REFERENCE_LABEL", "coarse_elevation", "reference_label",
 ]
 
-BASELINES: tuple[str, ...] = ("bilinear", "bcsd")
+BASELINES: tuple[str, ...] = ("bilinear", "lapse", "bcsd")
 DIFFUSION_METHODS: tuple[str, ...] = ("zssd", "dps", "ddrm")
 METHODS: tuple[str, ...] = BASELINES + DIFFUSION_METHODS
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
@@ -103,8 +104,10 @@ class Case:
     """One downscaling problem: a GCM field at a time over a region, plus the reference and conditioning.
 
     ``paired`` is True for the pseudo-GCMs and the ×6/×10/×20 tasks (the reference is the
-    same demo-world state the GCM field was derived from); for a real GCM file the
-    reference is the demo world at that date — an *unpaired* comparison.
+    same demo-world state the GCM field was derived from) and for the real ``ERA5-x20``/``ERA5-x10``
+    tasks (the reference is real ERA5 at its 1° points, a subset of the fine grid: scores are taken
+    at those points, :func:`engine.metrics.at_reference_points`); for a real GCM file or the
+    unpaired real sources the reference is the demo world at that date — an *unpaired* comparison.
     """
 
     source_id: str
@@ -128,6 +131,11 @@ class Case:
         return grid_from_xarray(self.gcm, name=self.source_id)
 
     @property
+    def real_reference(self) -> bool:
+        """True when the reference is real ERA5 (at its 1° points), not the demo world."""
+        return bool(self.reference.attrs.get("real", 0))
+
+    @property
     def gcm_variables(self) -> tuple[str, ...]:
         return tuple(v for v in VARIABLES if v in self.gcm.data_vars)
 
@@ -144,9 +152,17 @@ class Case:
             "time": self.time.isoformat(),
             "region": self.region.as_text(),
             "fine_grid": f"ERA5 0.25deg sub-grid {self.fine.shape[0]}x{self.fine.shape[1]}",
-            "reference": f"{REFERENCE_LABEL}: {SOURCE_LABEL}, seed {self.world_seed}",
+            "reference": reference_label(self),
             "paired": self.paired,
+            **({"credit": ERA5_CREDIT} if self.real_reference or self.source_id in REAL_SOURCES else {}),
         }
+
+
+def reference_label(case: "Case") -> str:
+    """What the case's reference is, for views, tables and file attributes."""
+    if case.real_reference:
+        return f"{REAL_LABEL}: {case.reference.attrs.get('points', '')}"
+    return f"{REFERENCE_LABEL}: {SOURCE_LABEL}, seed {case.world_seed}"
 
 
 def prepare_case(source_id: str, time, region, world: DemoWorld | None = None, files: dict | None = None,
@@ -166,9 +182,13 @@ def prepare_case(source_id: str, time, region, world: DemoWorld | None = None, f
     if reg.height < g.dlat - 1e-6 or reg.width < g.dlon - 1e-6:
         raise GridError(f"region {reg} ({reg.height:g}°x{reg.width:g}°) is smaller than one {source_id} cell "
                         f"({g.dlat:.3g}°x{g.dlon:.3g}°); choose a larger region")
-    real = source_id in REAL_FILES or source_id in (files or {})
-    reference = world.dataset(ts, fine)
-    reference.attrs["paired"] = int(not real)
+    real_src = REAL_SOURCES.get(source_id)
+    real = source_id in REAL_FILES or source_id in (files or {}) or (real_src is not None and not real_src.paired)
+    if real_src is not None and real_src.paired:
+        reference = era5_reference(ts, fine)  # real ERA5 at its 1° points
+    else:
+        reference = world.dataset(ts, fine)
+        reference.attrs["paired"] = int(not real)
     dem, land = world.statics.region(fine)
     static = static_channels(fine, dem, land, ts)
     tf = time_features([ts])
@@ -220,20 +240,56 @@ def _train_bcsd(case: Case):
     return model
 
 
+def coarse_elevation(case: Case) -> np.ndarray:
+    """Elevation (m) on the case's GCM cells, averaged exactly as the input was.
+
+    ERA5-x20/x10: the cos φ area mean of the elevation *at the 1° points* (the input is the mean
+    of the 1° values); every other source: the conservative mean of the 0.25° elevation (the
+    pseudo-GCMs and paired tasks average the 0.25° world; for real model files it is the standard
+    proxy for the model's own orography, which the files do not carry).
+    """
+    import torch
+
+    from .operators import conservative
+
+    coarse = case.gcm_grid
+    world = get_world(case.world_seed)
+    region = fine_region_for(coarse)
+    if case.source_id in REAL_SOURCES and REAL_SOURCES[case.source_id].paired:
+        pts, li, lo = era5_points_grid().covering(region)
+        dem = world.statics.dem[::4, ::4][np.ix_(li, lo)]
+        src = pts
+    else:
+        src, li, lo = era5_grid().select(region)
+        dem = world.statics.dem[np.ix_(li, lo)]
+    op = conservative(src, coarse, dtype=torch.float64)
+    return op(torch.as_tensor(np.asarray(dem, dtype=np.float64))).numpy()
+
+
 def baseline(case: Case, method: str) -> xr.Dataset:
     """A baseline downscaling of the case's GCM field on the fine grid (physical units, no time dim).
 
-    ``"bilinear"``: NaN-aware bilinear interpolation.  ``"bcsd"``: BCSD trained on
+    ``"bilinear"``: NaN-aware bilinear interpolation.  ``"lapse"``: bilinear plus −6.5 K/km times
+    the elevation detail for t2m (:func:`engine.baselines.lapse_rate_downscale` with
+    :func:`coarse_elevation`).  ``"bcsd"``: BCSD trained on
     (pseudo-)GCM/reference pairs of the same calendar month and UTC hour from training
     years only (:func:`bcsd_training_times`), cached per (source, region, month, hour).
     A real GCM file (12 monthly means, no historical pairs) cannot train BCSD:
     :class:`DataError`.
     """
-    from .baselines import bilinear_downscale
+    from .baselines import bilinear_downscale, lapse_rate_downscale
 
     if method == "bilinear":
         out = bilinear_downscale(case.gcm, case.fine)
+    elif method == "lapse":
+        dem, _ = get_world(case.world_seed).statics.region(case.fine)
+        out = lapse_rate_downscale(case.gcm, case.fine, dem, coarse_elevation(case))
     elif method == "bcsd":
+        if case.source_id in REAL_SOURCES:
+            raise DataError(
+                f"BCSD cannot be trained for {case.source_id}: it needs years of input/reference pairs per "
+                f"calendar month, and the real source holds {'one week (24 times)' if case.paired else 'no reference'}; "
+                f"use bilinear, lapse, ddrm, dps or zssd")
         if not case.paired:
             raise DataError(
                 f"BCSD cannot be trained for {case.source_id}: the file holds monthly means of one year (one "
@@ -358,7 +414,8 @@ def _assemble(case: Case, fields: dict[str, np.ndarray], attrs: dict[str, Any]) 
         "title": f"ZSSD Explorer downscaling: {attrs.get('method', '?')} of {case.source_id}",
         "source": f"{case.source_id}: {prov['gcm_description']}",
         "region": case.region.as_text(),
-        "reference": f"{REFERENCE_LABEL}; paired={case.paired}",
+        "reference": f"{reference_label(case)}; paired={case.paired}",
+        **({"credit": ERA5_CREDIT} if case.real_reference or case.source_id in REAL_SOURCES else {}),
         "paired": int(case.paired),
         "institution": "ZSSD Explorer (demo)",
         "history": f"{_now()} created by zssd-explorer",

