@@ -95,7 +95,7 @@ __all__ = [
 
 #: Methods ``zssd batch`` accepts.
 SAMPLER_METHODS: tuple[str, ...] = ("zssd", "dps", "ddrm")
-DETERMINISTIC_METHODS: tuple[str, ...] = ("bilinear", "bcsd")
+DETERMINISTIC_METHODS: tuple[str, ...] = ("bilinear", "lapse", "bcsd")
 METHODS: tuple[str, ...] = SAMPLER_METHODS + DETERMINISTIC_METHODS
 #: Global attribute holding the run parameters (JSON) compared on resume.
 PARAMS_ATTR = "zssd_batch_params"
@@ -126,7 +126,7 @@ class BatchSpec:
     region
         ``"S,N,W,E"`` in degrees.
     method
-        ``"zssd"`` (also ``"dps"``, ``"ddrm"``), ``"bilinear"`` or ``"bcsd"``.
+        ``"zssd"`` (also ``"dps"``, ``"ddrm"``), ``"bilinear"``, ``"lapse"`` or ``"bcsd"``.
     freq
         pandas frequency of the time axis (``"6h"``, ``"1D"``, ``"MS"`` …).
     members
@@ -302,13 +302,15 @@ def _times(spec: BatchSpec) -> pd.DatetimeIndex:
 def _check_gcm_times(gcm: str, times: pd.DatetimeIndex) -> None:
     """Every time must be in the GCM's data (real files have a finite time axis)."""
     from .gcm import REAL_FILES
+    from .real_sources import PAIRED_REAL, REAL_SOURCES, source_dataset
 
-    if gcm not in REAL_FILES:
+    if gcm not in REAL_FILES and gcm not in REAL_SOURCES:
         return  # pseudo-GCMs and paired tasks are defined at every time
     from .errors import DataError
     from .readers import open_cmip, select_time
 
-    ds = open_cmip([str(p) for p in REAL_FILES[gcm]])
+    ds = open_cmip([str(p) for p in REAL_FILES[gcm]]) if gcm in REAL_FILES else source_dataset(gcm)
+    tolerance = "4h" if gcm in PAIRED_REAL else None
     monthly = str(ds.attrs.get("frequency", "")).lower().startswith("mon")
     seen: set = set()
     for t in times:
@@ -317,7 +319,7 @@ def _check_gcm_times(gcm: str, times: pd.DatetimeIndex) -> None:
             continue
         seen.add(k)
         try:
-            select_time(ds, t)
+            select_time(ds, t, tolerance=tolerance)
         except DataError as e:
             raise BatchError(f"--start/--end: {gcm} has no data for {t.isoformat()}: {e}") from None
 
@@ -460,10 +462,12 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
             raise BatchError(f"--out {out} holds a batch with different parameters ({lines}); "
                              f"use another --out or the original arguments to resume")
     from .gcm import REAL_FILES
+    from .real_sources import REAL_SOURCES
 
-    if spec.method == "bcsd" and spec.gcm in REAL_FILES:
-        raise BatchError(f"--method bcsd needs historical GCM/reference pairs, which {spec.gcm} (monthly means "
-                         f"of one year) does not have; use bilinear or a diffusion method")
+    if spec.method == "bcsd" and (spec.gcm in REAL_FILES or spec.gcm in REAL_SOURCES):
+        raise BatchError(f"--method bcsd needs years of historical GCM/reference pairs, which {spec.gcm} "
+                         f"({'monthly means of one year' if spec.gcm in REAL_FILES else 'a real source'}) does not "
+                         f"have; use bilinear, lapse or a diffusion method")
     _check_gcm_times(spec.gcm, times)
     try:
         fine = era5_grid().select(region, min_cells=2, what="--region")[0]
@@ -1100,7 +1104,7 @@ def add_parser(sub) -> None:
         "batch", help="downscale a time range on a Dask cluster into one resumable CF Zarr store",
         description="Downscale every time from --start to --end (step --freq) over --region into one Zarr "
                     "store; one Dask task per time step.  Re-running the same command resumes.")
-    p.add_argument("--gcm", required=True, help="GCM source_id (pseudo-GCM, x6/x10/x20 or MPI-ESM-LR)")
+    p.add_argument("--gcm", required=True, help="GCM source_id (pseudo-GCM, x6/x10/x20, MPI-ESM-LR, or a real source: ERA5-x20, ERA5-x10, NCEP-storm-1996, GFS-2.5deg)")
     p.add_argument("--start", required=True, help="first time, ISO (e.g. 2022-08-01T00)")
     p.add_argument("--end", required=True, help="last time, ISO (inclusive)")
     p.add_argument("--freq", default="6h", help="time step, pandas frequency (default 6h)")

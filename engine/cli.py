@@ -57,9 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Options whose value may start with a minus sign (a southern or western region edge).
+_SIGNED_VALUE_OPTIONS = ("--region", "--regions")
+
+
+def _join_signed_values(argv: list[str]) -> list[str]:
+    """``--region -35,-3,100,132`` → ``--region=-35,-3,100,132`` (argparse would read the value as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _SIGNED_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][1:2].isdigit():
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args = ap.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args._run(args) or 0)
     except BrokenPipeError:  # e.g. `zssd cases | head`: the reader went away, not an error

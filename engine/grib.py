@@ -22,6 +22,7 @@ Grids
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -130,7 +131,9 @@ def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
     except ImportError as exc:  # pragma: no cover - cfgrib is a dependency
         raise DataError("reading GRIB needs cfgrib and eccodes (pip install cfgrib eccodes)") from exc
     try:
-        parts = cfgrib.open_datasets(str(p), backend_kwargs={"indexpath": ""}, cache_geo_coords=True)
+        with warnings.catch_warnings():  # cfgrib's own xr.merge FutureWarning
+            warnings.simplefilter("ignore", FutureWarning)
+            parts = cfgrib.open_datasets(str(p), backend_kwargs={"indexpath": ""}, cache_geo_coords=True)
     except Exception as exc:  # noqa: BLE001 - ecCodes raises many types for a bad file
         raise data_error(f"cannot read GRIB file: {type(exc).__name__}: {exc}", file=p) from exc
     found: dict[str, xr.DataArray] = {}

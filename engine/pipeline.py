@@ -131,6 +131,23 @@ class Case:
         return grid_from_xarray(self.gcm, name=self.source_id)
 
     @property
+    def reference_display(self) -> xr.Dataset:
+        """The reference on the fine grid, *for drawing only*.
+
+        A demo-world reference is already on the fine grid.  Real ERA5 exists only at its 1°
+        points: each 0.25° cell shows its nearest 1° point (blocks of 4x4 cells), so the map
+        shows what is known and no more.  Scores never use this: they are taken at the points.
+        """
+        if not self.real_reference:
+            return self.reference
+        ref = self.reference
+        f = self.fine
+        li = np.abs(f.lat[:, None] - ref["lat"].values[None, :]).argmin(1)
+        lo = np.abs(f.lon[:, None] - ref["lon"].values[None, :]).argmin(1)
+        data = {v: (("lat", "lon"), ref[v].values[np.ix_(li, lo)], dict(ref[v].attrs)) for v in ref.data_vars}
+        return xr.Dataset(data, coords={"lat": f.lat, "lon": f.lon}, attrs=dict(ref.attrs, display="nearest 1° point"))
+
+    @property
     def real_reference(self) -> bool:
         """True when the reference is real ERA5 (at its 1° points), not the demo world."""
         return bool(self.reference.attrs.get("real", 0))

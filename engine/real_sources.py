@@ -42,7 +42,7 @@ from .variables import VARIABLE_INFO, VARIABLES
 
 __all__ = ["REAL_DIR", "ERA5_WEEK", "TIGGE_FILE", "GFS_FILE", "STORM_DIR", "ERA5_CREDIT", "RealSource",
            "REAL_SOURCES", "PAIRED_REAL", "era5_week", "era5_points_grid", "era5_coarse", "era5_reference",
-           "real_field", "open_storm_1996", "tigge_field", "TrackPoint", "real_cyclone_tracks", "real_cyclones", "describe_real", "REAL_LABEL"]
+           "real_field", "source_dataset", "open_storm_1996", "tigge_field", "TrackPoint", "real_cyclone_tracks", "real_cyclones", "describe_real", "REAL_LABEL"]
 
 REAL_DIR = ASSETS / "real"
 ERA5_WEEK = REAL_DIR / "era5_week.zarr"
@@ -206,7 +206,8 @@ def tigge_field() -> xr.Dataset:
     return ds
 
 
-def _source_dataset(source_id: str) -> xr.Dataset:
+def source_dataset(source_id: str) -> xr.Dataset:
+    """The whole real source (all times) on its native grid."""
     if source_id in PAIRED_REAL:
         return era5_coarse(REAL_SOURCES[source_id].coarse_res)
     if source_id == "NCEP-storm-1996":
@@ -226,7 +227,7 @@ def real_field(source_id: str, time, region: Region, margin_cells: int = 2) -> x
     from .operators import grid_from_xarray
     from .readers import select_time
 
-    ds = _source_dataset(source_id)
+    ds = source_dataset(source_id)
     step = select_time(ds, time, tolerance="4h" if source_id in PAIRED_REAL else None)
     grid = grid_from_xarray(step, name=source_id)
     if not grid.is_global_lon:

@@ -35,7 +35,7 @@ def config(tmp_path_factory) -> ServerConfig:
 def state(config) -> AppState:
     """A session on the default storm, over a 16° box (64x64 cells) to keep the tiny runs quick."""
     s = AppState(config=config, queue=RunQueue(1))
-    c = s.catalog[s.default_case_name()]
+    c = max((c for c in s.catalog.values() if not c.real), key=lambda c: c.peak_wind)  # a demo storm
     s.param.update(gcm="MPI-ESM1-2-HR", time=c.peak_time.to_pydatetime(),
                    region_text=Region.around(c.peak_lat, c.peak_lon, 16.0).as_text())
     assert s.case is not None and s.case_error == "", s.notifications
@@ -73,6 +73,34 @@ def test_reference_is_never_called_era5(state):
     title = m._data("ref")["title"]
     assert title == "Demo world (synthetic stand-in for ERA5)"
     assert "synthetic stand-in for ERA5" in ABOUT_TEXT
+
+
+def test_default_case_is_the_real_era5_cyclone(config):
+    """The app opens on the real cyclone of the ERA5 week: real reference, lapse panel, no fake BCSD."""
+    from zssd_app.views.maps import MapsView
+
+    s = AppState(config=config, queue=RunQueue(1))
+    name = s.default_case_name()
+    assert name.startswith("ERA5-TC") and s.catalog[name].real
+    assert s.pick_case(name), s.notifications
+    assert s.gcm == "ERA5-x20" and s.case.real_reference and s.case.paired
+    m = MapsView(state=s)
+    assert m._data("ref")["title"] == "ERA5 (real, 1° points)"
+    assert "real ERA5" in m._caption.object
+    lapse = m._data("lapse")
+    assert lapse["values"] is not None and lapse["values"].shape == s.case.fine.shape
+    assert "not available" in m._data("bcsd")["message"]
+    s.variable = "t2m"
+    table = s.metrics_table("t2m").set_index("Method")
+    bil, lap = (float(table.loc[k].iloc[0]) for k in ("Bilinear", "Bilinear + lapse"))
+    # scored at the 1° points: the same figures as the engine's evaluation of this case
+    from engine import metrics
+
+    ref = s.case.reference["t2m"]
+    want = float(metrics.mae(metrics.at_reference_points(s.baselines["lapse"]["t2m"], ref), ref))
+    assert lap == pytest.approx(want, rel=1e-2) and lap != bil
+    bcsd = [k for k in table.index if k.startswith("BCSD")]
+    assert len(bcsd) == 1 and "one week" in bcsd[0] and table.loc[bcsd[0]].iloc[0] == "n/a"
 
 
 # ------------------------------------------------------------------ selection

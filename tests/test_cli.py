@@ -33,8 +33,14 @@ def test_cases_prints_lines(capsys):
     assert main(["cases"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) > 5
-    name, basin, t, region, *_ = lines[0].split("\t")
-    assert t[:4] in ("2021", "2022", "2023") and len(region.split(",")) == 4
+    assert lines[0].split("\t")[0] == "name"
+    # the real ERA5 cyclone comes first, labelled real, then the demo world's held-out storms
+    name, basin, t, region, *_, source = lines[1].split("\t")
+    assert name.startswith("ERA5-TC") and t.startswith("2026-03-2") and source == "real (ERA5-x20)"
+    for line in lines[2:]:
+        name, basin, t, region, *_, source = line.split("\t")
+        assert t[:4] in ("2021", "2022", "2023") and len(region.split(",")) == 4
+        assert source == "demo world (synthetic)"
 
 
 @pytest.mark.parametrize("method", ["bilinear", "bcsd"])

@@ -36,6 +36,7 @@ import numpy as np
 import param
 
 from engine.grids import GridError, Region, wrap_lon
+from engine.real_sources import REAL_LABEL, REAL_SOURCES
 
 from .config import ServerConfig, server_config
 from .runner import RunJob, RunQueue, get_queue
@@ -137,6 +138,13 @@ def source_label(source_id: str, configured: dict | None = None) -> str:
     """A menu label for a GCM source id."""
     from engine.gcm import PSEUDO_GCMS, REAL_FILES
     from engine.grids import GCM_GRID_SPECS, PAIRED_TASKS
+    from engine.real_sources import REAL_SOURCES
+
+    if source_id in REAL_SOURCES:
+        r = REAL_SOURCES[source_id]
+        if r.paired:
+            return f"{source_id} — real ERA5 week averaged to {r.coarse_res:g}° (paired, real)"
+        return f"{source_id} — real {'GFS forecast' if source_id.startswith('GFS') else 'analysis'} (unpaired)"
 
     if source_id in PSEUDO_GCMS:
         return f"{source_id} — pseudo-GCM ({GCM_GRID_SPECS[source_id].note.split(' (')[0].split(',')[0]})"
@@ -213,7 +221,7 @@ _CASES_MAX = 24
 
 
 def cached_case(pipeline, source_id: str, time, region: Region, world, files: dict | None):
-    """``(case, bilinear)`` for a selection, prepared once per server process."""
+    """``(case, {"bilinear": …, "lapse": …})`` for a selection, prepared once per server process."""
     key = (source_id, str(time), region.as_text(), tuple(map(str, (files or {}).get(source_id, ()))))
     with _CASES_LOCK:
         hit = _CASES.get(key)
@@ -221,7 +229,7 @@ def cached_case(pipeline, source_id: str, time, region: Region, world, files: di
             _CASES.move_to_end(key)
             return hit
     case = pipeline.prepare_case(source_id, time, region, world=world, files=files or None)
-    bil = pipeline.baseline(case, "bilinear")
+    bil = {m: pipeline.baseline(case, m) for m in ("bilinear", "lapse")}
     with _CASES_LOCK:
         _CASES[key] = (case, bil)
         while len(_CASES) > _CASES_MAX:
@@ -273,7 +281,7 @@ class AppState(param.Parameterized):
 
         self.pipeline = pipeline
         self.world = pipeline.get_world(0)
-        self.catalog = {c.name: c for c in self.world.catalog()}
+        self.catalog = {c.name: c for c in self._real_cases() + self.world.catalog()}
         sources = list(GCM_SOURCES) + [s for s in self.config.gcm_files if s not in GCM_SOURCES]
         self.param.gcm.objects = sources
         self.param.steps.bounds = (2, self.config.max_steps)
@@ -330,8 +338,22 @@ class AppState(param.Parameterized):
         except Exception:  # pragma: no cover - a toast must never break a handler
             pass
 
+    @staticmethod
+    def _real_cases() -> list:
+        """The real ERA5 cyclone cases (none, with a warning in the log, if the data pack lacks the week)."""
+        from engine.errors import DataError
+        from engine.real_sources import real_cyclones
+
+        try:
+            return real_cyclones()
+        except DataError:
+            return []
+
     def default_case_name(self) -> str:
-        """A catalog case to open with: a strong cyclone of the held-out years."""
+        """The case to open with: the real ERA5 cyclone, else a strong demo cyclone of the held-out years."""
+        real = [c for c in self.catalog.values() if getattr(c, "real", False)]
+        if real:
+            return real[0].name
         cases = sorted(self.catalog.values(), key=lambda c: -c.peak_wind)
         nh = [c for c in cases if c.basin in ("NA", "WP", "EP")]
         return (nh or cases)[0].name
@@ -344,7 +366,9 @@ class AppState(param.Parameterized):
             self.notify("error", f"No demo cyclone named {name!r}")
             return False
         gcm = self.gcm
-        if gcm not in self.demo_sources():
+        if getattr(c, "source", ""):
+            gcm = c.source  # a real case opens on its own source
+        elif gcm not in self.demo_sources():
             gcm = DEFAULT_SOURCE
         self._suspend = True
         try:
@@ -423,7 +447,7 @@ class AppState(param.Parameterized):
                 self._suspend = False
         self.case = case
         self.case_error = ""
-        self.baselines = {"bilinear": bil}
+        self.baselines = dict(bil)
         self.baseline_errors = {}
         self.live = None
         self.live_final = False
@@ -436,7 +460,10 @@ class AppState(param.Parameterized):
         self.status_text = (f"Ready: {case.source_id} · {case.time:%Y-%m-%d %H:%M} UTC · "
                             f"{case.fine.shape[0]}×{case.fine.shape[1]} cells at 0.25° — press Run")
         self._compute_clims()
-        if not self.config.bcsd:
+        if case.source_id in REAL_SOURCES and case.paired:
+            self.baseline_errors["bcsd"] = ("BCSD needs years of paired training data; the real ERA5 week has one "
+                                            "week, so BCSD is not available here")
+        elif not self.config.bcsd:
             self.baseline_errors["bcsd"] = "BCSD is turned off on this server (ZSSD_BCSD=0)"
         elif case.paired:
             self._start_bcsd(case)
@@ -451,7 +478,7 @@ class AppState(param.Parameterized):
         c = self.case
         self.clims = {}
         for key in ("t2m", "msl", "wind"):
-            arrays = [display_field(c.reference, key)[0], display_field(c.gcm, key)[0],
+            arrays = [display_field(c.reference_display, key)[0], display_field(c.gcm, key)[0],
                       display_field(self.baselines.get("bilinear"), key)[0]]
             ref_bil = None
             if arrays[0] is not None and arrays[2] is not None and key != "wind":
@@ -790,13 +817,15 @@ class AppState(param.Parameterized):
                                  "Note": [f"{self.case.source_id} is a real GCM: no reference state exists for it, "
                                           "so errors cannot be computed"]})
         f = self.case.fine
-        ref, _, _ = display_field(self.case.reference, key)
+        cref = self.case.reference  # its own points: the fine grid, or real ERA5's 1° points
+        ref, _, _ = display_field(cref, key)
 
-        def da(a):
-            return xr.DataArray(a, dims=("lat", "lon"), coords={"lat": f.lat, "lon": f.lon})
+        def da(a, lat=f.lat, lon=f.lon):
+            return xr.DataArray(a, dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
 
         rows = []
-        cands = [("Bilinear", self.baselines.get("bilinear")), ("BCSD", self.baselines.get("bcsd"))]
+        cands = [("Bilinear", self.baselines.get("bilinear")), ("Bilinear + lapse", self.baselines.get("lapse")),
+                 ("BCSD", self.baselines.get("bcsd"))]
         live = self.live_dataset()
         if live is not None:
             lab = self.result_meta.get("method", self.method)
@@ -806,7 +835,7 @@ class AppState(param.Parameterized):
             cands.append((f"{self.result_meta.get('method')} ensemble mean", self.result))
         for name, ds in cands:
             if ds is None:
-                err = self.baseline_errors.get(name.lower())
+                err = self.baseline_errors.get({"Bilinear + lapse": "lapse"}.get(name, name.lower()))
                 txt = "n/a" if err else "computing…"
                 rows.append({"Method": name + (f" ({err})" if err else ""), cols[0]: txt, cols[1]: txt, cols[2]: txt})
                 continue
@@ -814,7 +843,8 @@ class AppState(param.Parameterized):
             if a is None or ref is None:
                 rows.append({"Method": name, cols[0]: "n/a", cols[1]: "n/a", cols[2]: "n/a"})
                 continue
-            p, r = da(a), da(ref)
+            r = da(ref, cref["lat"].values, cref["lon"].values)
+            p = metrics.at_reference_points(da(a), r)
             rows.append({"Method": name, cols[0]: f"{float(metrics.mae(p, r)):.3g}",
                          cols[1]: f"{float(metrics.rmse(p, r)):.3g}",
                          cols[2]: f"{float(metrics.p99_error(p, r)):.3g}"})

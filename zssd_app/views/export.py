@@ -35,9 +35,10 @@ def render_png(state) -> io.BytesIO:
     meth = state.result_meta.get("method", state.method)
     panels = [
         (f"GCM input: {c.source_id}", g, display_field(c.gcm, key)[0], "gcm"),
-        (SOURCE_LABEL_SHORT if c.paired else "Demo world (synthetic, unpaired)", f,
-         display_field(c.reference, key)[0], "fine"),
+        ("ERA5 (real, 1° points)" if c.real_reference else SOURCE_LABEL_SHORT if c.paired
+         else "Demo world (synthetic, unpaired)", f, display_field(c.reference_display, key)[0], "fine"),
         ("Bilinear", f, display_field(state.baselines.get("bilinear"), key)[0], "fine"),
+        ("Bilinear + lapse", f, display_field(state.baselines.get("lapse"), key)[0], "fine"),
         ("BCSD", f, display_field(state.baselines.get("bcsd"), key)[0], "fine"),
         (f"{meth} " + ("result" if state.live_final else f"x̂0 (step {state.step}/{state.n_steps})"), f,
          display_field(live, key)[0] if live is not None else None, "fine"),

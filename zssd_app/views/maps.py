@@ -13,13 +13,15 @@ import numpy as np
 import panel as pn
 import param
 
+from engine.real_sources import REAL_LABEL, REAL_SOURCES
+
 from ..state import AppState
 from .common import (DISPLAY, SOURCE_LABEL_SHORT, blocky, coast_element, display_field, empty_map, map_element,
                      pretty_source, vector_element)
 
 __all__ = ["MapsView", "PANELS", "map_plot"]
 
-PANELS = ("gcm", "ref", "bilinear", "bcsd", "live", "diff")
+PANELS = ("gcm", "ref", "bilinear", "lapse", "bcsd", "live", "diff")
 FRAME_W = 235
 
 
@@ -106,15 +108,18 @@ class MapsView(pn.viewable.Viewer):
                              + (f" ({nat} native grid)" if nat else " (native grid)"),
                     "message": None if vals is not None else f"{d.label}: not in this GCM file"}
         if panel == "ref":
-            vals, u, v = display_field(c.reference, key)
-            title = SOURCE_LABEL_SHORT if c.paired else "Demo world (synthetic), NOT paired with this GCM"
+            vals, u, v = display_field(c.reference_display, key)
+            title = (REAL_LABEL if c.real_reference else SOURCE_LABEL_SHORT if c.paired
+                     else "Demo world (synthetic), NOT paired")
             return {**base, "values": vals, "u": u, "v": v, "title": title}
-        if panel in ("bilinear", "bcsd"):
+        if panel in ("bilinear", "lapse", "bcsd"):
             ds = s.baselines.get(panel)
-            name = "Bilinear interpolation" if panel == "bilinear" else "BCSD (bias correction + disaggregation)"
+            name = {"bilinear": "Bilinear interpolation", "lapse": "Bilinear + lapse rate (−6.5 K/km)",
+                    "bcsd": "BCSD (bias correction + disaggregation)"}[panel]
             if ds is None:
                 err = s.baseline_errors.get(panel)
-                msg = ("not available for a real GCM" if (err and not c.paired) else
+                msg = ("not available for a real source" if (err and c.source_id in REAL_SOURCES) else
+                       "not available for a real GCM" if (err and not c.paired) else
                        "turned off on this server" if (err and "turned off" in err) else
                        "failed: see notification" if err else "training BCSD on demo years… (~20 s)")
                 return {**base, "values": None, "title": name, "message": msg}
@@ -166,9 +171,11 @@ class MapsView(pn.viewable.Viewer):
         d = DISPLAY[s.variable]
         self._pipes = {p: hv.streams.Pipe(data=self._data(p)) for p in PANELS}
         dmaps = [hv.DynamicMap(self._callback(bounds, coast), streams=[self._pipes[p]]) for p in PANELS]
-        layout = hv.Layout(dmaps).cols(3).opts(shared_axes=True, merge_tools=True)
+        layout = hv.Layout(dmaps).cols(4).opts(shared_axes=True, merge_tools=True)
         self._pane.object = layout
-        paired = ("paired: the demo-world reference is the truth the GCM field was derived from"
+        paired = ("paired with **real ERA5**: the reference is ERA5 at its 1° points (each drawn as a 4×4 block; "
+                  "scores use the points only); ERA5 © ECMWF/Copernicus, CC-BY 4.0" if c.real_reference else
+                  "paired: the demo-world reference is the truth the GCM field was derived from"
                   if c.paired else "**unpaired**: a real GCM has no matching reference state; the demo-world "
                                    "panel is context only")
         self._caption.object = (
@@ -185,5 +192,5 @@ class MapsView(pn.viewable.Viewer):
     def push_baselines(self) -> None:
         if not self._pipes or self.state.case is None:
             return
-        for p in ("bilinear", "bcsd", "diff"):
+        for p in ("bilinear", "lapse", "bcsd", "diff"):
             self._pipes[p].send(self._data(p))

@@ -48,15 +48,15 @@ def spectra_of(state: AppState, key: str | None = None) -> dict[str, tuple[np.nd
     key = key or state.variable
     f = c.fine
     out = {}
-    ref, _, _ = display_field(c.reference, key)
-    r = _spectrum(f.lat, f.lon, ref)
+    ref, _, _ = display_field(c.reference, key)  # at its own points (real ERA5: 1°, wavelengths ≥ 222 km)
+    r = _spectrum(c.reference["lat"].values, c.reference["lon"].values, ref)
     if r is not None:
-        out["Reference (demo world)"] = r
+        out["Reference: ERA5 (real, 1° points)" if c.real_reference else "Reference (demo world)"] = r
     g, _, _ = display_field(c.gcm, key)
     gs = _spectrum(c.gcm["lat"].values, c.gcm["lon"].values, g)
     if gs is not None:
         out["GCM input"] = gs
-    for name, k in (("Bilinear", "bilinear"), ("BCSD", "bcsd")):
+    for name, k in (("Bilinear", "bilinear"), ("Bilinear + lapse", "lapse"), ("BCSD", "bcsd")):
         a, _, _ = display_field(state.baselines.get(k), key)
         s = _spectrum(f.lat, f.lon, a)
         if s is not None:

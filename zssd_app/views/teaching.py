@@ -218,7 +218,7 @@ class TeachingView(pn.viewable.Viewer):
         if clim is None:
             from .common import robust_clim
 
-            clim = robust_clim([display_field(case.reference, key)[0], gcm_disp], key)
+            clim = robust_clim([display_field(case.reference_display, key)[0], gcm_disp], key)
         panels = []
         frames_used = []
         fw = 250
@@ -256,7 +256,8 @@ class TeachingView(pn.viewable.Viewer):
             g = case.gcm_grid
             gcm_img = img(blocky(g.lat_bounds, g.lon_bounds, gcm_disp, f.lat, f.lon),
                           f"GCM input: {pretty_source(case.source_id)} (5° cells)", d.cmap, clim, d.label, d.units)
-            ref_img = img(display_field(case.reference, key)[0], "Demo world (synthetic stand-in for ERA5)",
+            ref_img = img(display_field(case.reference_display, key)[0],
+                          "ERA5 (real, 1° points)" if case.real_reference else "Demo world (synthetic stand-in for ERA5)",
                           d.cmap, clim, d.label, d.units)
             panels = [gcm_img, *x0s, ref_img, *pulls]
         else:
