@@ -100,8 +100,7 @@ def _to_rectilinear(da: xr.DataArray, name: str, path: Path) -> xr.DataArray:
                                         f"interpolated row by row onto {lon.size} regular longitudes")
         return xr.DataArray(field.astype(np.float32), dims=("lat", "lon"), coords={"lat": lat, "lon": lon},
                             attrs=attrs)
-    raise data_error(f"unsupported GRIB grid type {gt!r} (supported: regular_ll, regular_gg, reduced_gg); "
-                     "regrid to a regular lat/lon grid first", file=path, variable=name)
+    raise data_error(f"unsupported GRIB grid type {gt!r}", file=path, variable=name)  # checked in open_grib
 
 
 def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
@@ -144,6 +143,10 @@ def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
             ours = GRIB_NAMES.get(short)
             if ours is None or (not statics and ours in ("orog", "orog_geopotential", "lsm")):
                 continue
+            gt = _grid_type(da)
+            if gt not in _RECTILINEAR + ("reduced_gg",):
+                raise data_error(f"unsupported GRIB grid type {gt!r} (supported: regular_ll, regular_gg, "
+                                 "reduced_gg); regrid to a regular lat/lon grid first", file=p, variable=short)
             extra = [d for d in da.dims if d not in ("values", "latitude", "longitude")]
             if extra:
                 raise data_error(f"{short} has several {', '.join(map(str, extra))} "

@@ -175,7 +175,7 @@ def _standardize_coords(ds: xr.Dataset, file: object) -> xr.Dataset:
 
 
 # --------------------------------------------------------------------- ERA5
-def open_era5(path: str | os.PathLike) -> xr.Dataset:
+def open_era5(path: str | os.PathLike, require: Sequence[str] = ()) -> xr.Dataset:
     """Open ERA5 as CDS NetCDF or ARCO/WeatherBench2 zarr with our names and units.
 
     Parameters
@@ -189,6 +189,10 @@ def open_era5(path: str | os.PathLike) -> xr.Dataset:
         ``2m_temperature``, ``mean_sea_level_pressure``,
         ``10m_u_component_of_wind``, ``10m_v_component_of_wind``; an integer
         ``time_index`` axis of hours since an epoch is decoded to ``time``).
+
+    require
+        Variables (ours) that must be present; a missing one raises :class:`DataError`
+        naming the file and the variable.
 
     Returns
     -------
@@ -213,6 +217,7 @@ def open_era5(path: str | os.PathLike) -> xr.Dataset:
         if is_grib(p):
             ds = open_grib(p)
             ds.attrs.setdefault("source", "ERA5 / IFS (GRIB)")
+            _check_required(ds, require, p)
             return ds
     try:
         if is_zarr:
@@ -248,7 +253,15 @@ def open_era5(path: str | os.PathLike) -> xr.Dataset:
     res = xr.Dataset(out, attrs=dict(ds.attrs))
     res.attrs["source_file"] = str(p)
     res.attrs.setdefault("source", "ERA5")
+    _check_required(res, require, p)
     return res
+
+
+def _check_required(ds: xr.Dataset, require: Sequence[str], file: object) -> None:
+    missing = [v for v in require if v not in ds.data_vars]
+    if missing:
+        raise data_error(f"required variable(s) {', '.join(missing)} missing; the file holds "
+                         f"{', '.join(map(str, ds.data_vars)) or 'none'}", file=file, variable=", ".join(missing))
 
 
 _HOURS_SINCE = re.compile(r"^\s*hours since\s+(\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?)")

@@ -97,7 +97,7 @@ def era5_week() -> xr.Dataset:
     """The real ERA5 week (1° points, 24 times), loaded into memory (25 MB)."""
     from .readers import open_era5
 
-    ds = open_era5(_need(ERA5_WEEK)).load()
+    ds = open_era5(_need(ERA5_WEEK), require=VARIABLES).load()
     ds.attrs["credit"] = ERA5_CREDIT
     return ds
 
