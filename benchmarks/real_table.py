@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -44,6 +46,36 @@ def summary(results: dict[str, dict]) -> str:
                 cells.append("–" if x is None else f"{x:.3g}" + (f" ({x / la:.2f} / {x / bi:.2f})" if la and bi else ""))
             rows.append(f"| {task} | {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def rank_hist_png(res: dict, path: Path) -> None:
+    """One rank histogram per (diffusion method, variable): relative frequency of each rank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rh = res.get("rank_hist", {})
+    vs = [v for v in VARIABLES if v in rh]
+    methods = list(dict.fromkeys(m for v in vs for m in rh[v]))
+    if not vs or not methods:
+        return
+    fig, axes = plt.subplots(len(methods), len(vs), figsize=(3 * len(vs), 2.2 * len(methods)), squeeze=False)
+    for i, m in enumerate(methods):
+        for j, v in enumerate(vs):
+            c = np.asarray(rh[v].get(m, {}).get("counts", []), dtype=float)
+            ax = axes[i, j]
+            if c.size:
+                ax.bar(np.arange(c.size), c / c.sum(), color="#4477aa")
+                ax.axhline(1 / c.size, color="k", lw=0.8, ls="--")
+                ax.set_title(f"{m} {v} (RI {rh[v][m]['reliability_index']:.2f})", fontsize=9)
+            ax.set_xlabel("rank of the reference", fontsize=8)
+    fig.suptitle(f"{res['task']}: rank histograms vs ERA5 (real, 1° points); dashed = flat", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
           "## Summary\n", summary(results), ""]
     for t, r in results.items():
         md += [f"## {t}\n", markdown_table(r), "", "Cases: " + "; ".join(r["case_list"]), ""]
+    from benchmarks._common import RESULTS
+
+    for t, r in results.items():
+        rank_hist_png(r, RESULTS / f"{a.name}_{t}_rank_hist.png")
     write(a.name, payload, "\n".join(md) + "\n")
     print("\n".join(md))
     return 0

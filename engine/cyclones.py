@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays"]
+__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays", "cyclone_metrics"]
 
 R_EARTH_KM = 6371.0
 
@@ -146,3 +146,74 @@ def detect_cyclones(gcm_ds, **kwargs) -> list[CycloneCandidate]:
 
     return detect_cyclones_arrays(np.asarray(gcm_ds["lat"].values), np.asarray(gcm_ds["lon"].values),
                                   arr("msl"), arr("u10"), arr("v10"), **kwargs)
+
+
+# ------------------------------------------------------------------ cyclone metrics
+def _centre(lat2: np.ndarray, lon2: np.ndarray, p: np.ndarray, near: tuple[float, float] | None,
+            radius_km: float) -> tuple[float, float, float]:
+    """(lat, lon, pressure) of the lowest finite ``p`` within ``radius_km`` of ``near`` (everywhere if None)."""
+    ok = np.isfinite(p)
+    if near is not None:
+        ok &= _great_circle_km(near[0], near[1], lat2, lon2) <= radius_km
+    if not ok.any():
+        return float("nan"), float("nan"), float("nan")
+    k = np.argmin(np.where(ok, p, np.inf))
+    return float(lat2.flat[k]), float(lon2.flat[k]), float(p.flat[k])
+
+
+def _wind_stats(lat2, lon2, speed, c_lat, c_lon, radius_km: float) -> tuple[float, float]:
+    """(max 10 m wind within ``radius_km`` of the centre, its distance = radius of maximum wind)."""
+    if speed is None or not np.isfinite(c_lat):
+        return float("nan"), float("nan")
+    d = _great_circle_km(c_lat, c_lon, lat2, lon2)
+    ok = (d <= radius_km) & np.isfinite(speed)
+    if not ok.any():
+        return float("nan"), float("nan")
+    k = np.argmax(np.where(ok, speed, -np.inf))
+    return float(speed.flat[k]), float(d.flat[k])
+
+
+def cyclone_metrics(pred_msl: np.ndarray, ref_msl: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+                    pred_uv: tuple[np.ndarray, np.ndarray] | None = None,
+                    ref_uv: tuple[np.ndarray, np.ndarray] | None = None,
+                    near: tuple[float, float] | None = None, search_km: float = 600.0, wind_km: float = 300.0,
+                    detect_km: float = 300.0, hit_km: float = 2.0 * 111.195, hit_hpa: float = 8.0) -> dict:
+    """How well a field reproduces the reference's cyclone (same ``lat``/``lon`` points for both).
+
+    The reference centre is its lowest sea-level pressure within ``search_km`` of ``near`` (a
+    known centre; anywhere if None); the predicted centre is the prediction's lowest pressure
+    within ``search_km`` of the reference centre.
+
+    Returns
+    -------
+    dict
+        ``position_error_km`` (great circle), ``pressure_error_hpa`` (pred − ref, central),
+        ``max_wind_error`` (m/s, largest 10 m wind within ``wind_km`` of each centre, pred − ref),
+        ``rmw_pred_km``/``rmw_ref_km`` (radius of maximum wind), ``ref_centre``/``pred_centre``
+        ``(lat, lon, hPa)``, ``detected`` (a closed low — :func:`detect_cyclones_arrays`, ring
+        depth ≥ 2 hPa — within ``detect_km`` of the reference centre) and ``hit`` (a closed low
+        within ``hit_km`` (2°) whose central pressure is within ``hit_hpa`` of the reference's).
+    """
+    lat = np.asarray(lat, dtype=np.float64)
+    lon = np.asarray(lon, dtype=np.float64)
+    lat2, lon2 = np.meshgrid(lat, lon, indexing="ij")
+    pr, pp = np.asarray(ref_msl, dtype=np.float64), np.asarray(pred_msl, dtype=np.float64)
+    r_lat, r_lon, r_p = _centre(lat2, lon2, pr, near, search_km)
+    p_lat, p_lon, p_p = _centre(lat2, lon2, pp, (r_lat, r_lon), search_km)
+    sp_r = None if ref_uv is None else np.hypot(*map(np.asarray, ref_uv))
+    sp_p = None if pred_uv is None else np.hypot(*map(np.asarray, pred_uv))
+    w_r, rmw_r = _wind_stats(lat2, lon2, sp_r, r_lat, r_lon, wind_km)
+    w_p, rmw_p = _wind_stats(lat2, lon2, sp_p, p_lat, p_lon, wind_km)
+    cands = detect_cyclones_arrays(lat, lon, pp, min_depth=200.0, min_wind=0.0, max_abs_lat=90.0,
+                                   window_deg=4.0, ring_deg=3.0)
+    dists = [(float(_great_circle_km(r_lat, r_lon, np.array(c.lat), np.array(c.lon))), c) for c in cands]
+    detected = any(d <= detect_km for d, _ in dists)
+    hit = any(d <= hit_km and abs(c.min_pressure - r_p) / 100.0 <= hit_hpa for d, c in dists)
+    return {
+        "position_error_km": float(_great_circle_km(r_lat, r_lon, np.array(p_lat), np.array(p_lon))),
+        "pressure_error_hpa": (p_p - r_p) / 100.0,
+        "max_wind_error": w_p - w_r,
+        "rmw_pred_km": rmw_p, "rmw_ref_km": rmw_r,
+        "ref_centre": (r_lat, r_lon, r_p / 100.0), "pred_centre": (p_lat, p_lon, p_p / 100.0),
+        "detected": bool(detected), "hit": bool(hit),
+    }

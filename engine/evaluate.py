@@ -43,6 +43,7 @@ import pandas as pd
 from .demo_world import HELDOUT_YEARS, DemoWorld
 from .gcm import PSEUDO_GCMS, REAL_FILES
 from .grids import PAIRED_TASKS, Region
+from .probabilistic import reliability_index
 from .real_sources import PAIRED_REAL, REAL_SOURCES, era5_week
 from .variables import VARIABLES
 
@@ -52,16 +53,17 @@ __all__ = ["EvalCase", "parse_task", "evaluation_cases", "real_evaluation_cases"
 
 
 class EvalCase(tuple):
-    """``(name, time, region)``."""
+    """``(name, time, region, cyclone)``: ``cyclone`` marks a case centred on a cyclone of the reference."""
 
     __slots__ = ()
 
-    def __new__(cls, name: str, time: pd.Timestamp, region: Region):
-        return super().__new__(cls, (name, time, region))
+    def __new__(cls, name: str, time: pd.Timestamp, region: Region, cyclone: bool = False):
+        return super().__new__(cls, (name, time, region, bool(cyclone)))
 
     name = property(lambda self: self[0])
     time = property(lambda self: self[1])
     region = property(lambda self: self[2])
+    cyclone = property(lambda self: self[3])
 
 
 #: Real-weather tasks -> source id.
@@ -115,7 +117,7 @@ def evaluation_cases(n: int, seed: int = 0, size_px: int = 128, world: DemoWorld
     n_cyc = math.ceil(n / 2) if n_cyclones is None else min(int(n_cyclones), n)
     out: list[EvalCase] = []
     for c in world.catalog()[:n_cyc]:
-        out.append(EvalCase(c.name, c.peak_time, Region.around(c.peak_lat, c.peak_lon, size)))
+        out.append(EvalCase(c.name, c.peak_time, Region.around(c.peak_lat, c.peak_lon, size), cyclone=True))
     rng = np.random.default_rng([seed, 2024])
     k = 0
     while len(out) < n:
@@ -149,7 +151,8 @@ def real_evaluation_cases(n: int, n_cyclone: int = 3) -> list[EvalCase]:
     for tr in real_cyclone_tracks()[:1]:
         pts = sorted((p for p in tr if p.time in scored), key=lambda p: p.min_pressure)[:min(n_cyclone, n)]
         for p in sorted(pts, key=lambda p: p.time):
-            out.append(EvalCase(f"ERA5-TC {p.min_pressure / 100:.0f} hPa", p.time, Region.around(p.lat, p.lon, 32.0)))
+            out.append(EvalCase(f"ERA5-TC {p.min_pressure / 100:.0f} hPa", p.time, Region.around(p.lat, p.lon, 32.0),
+                                cyclone=True))
     k = 0
     while len(out) < n:
         r = k % len(REAL_REGIONS)
@@ -159,6 +162,73 @@ def real_evaluation_cases(n: int, n_cyclone: int = 3) -> list[EvalCase]:
         k += 1
     for c in out:
         assert times.index(c.time) not in REAL_TUNING_TIMES, f"{c.name} uses a tuning time"
+    return out
+
+
+def _add_probabilistic(d: dict, rank_v: dict, method: str, members: "xarray.DataArray", ref: "xarray.DataArray") -> None:
+    """Append one case's CRPS, energy score (and spread; rank counts summed) to the accumulators."""
+    from .probabilistic import ensemble_scores
+
+    es = ensemble_scores(members, ref)
+    d.setdefault("crps", []).append(es["crps"])
+    d.setdefault("energy", []).append(es["energy"])
+    if "spread_skill" in es:
+        d.setdefault("spread", []).append(es["spread_skill"]["spread"])
+        counts = np.asarray(es["rank_hist"])
+        rank_v[method] = rank_v.get(method, 0) + counts
+
+
+def _summarise(d: dict[str, list[float]], members: int) -> dict[str, float]:
+    """Means over cases; the spread as an RMS over cases and the spread–skill ratio from the pooled
+    spread and ensemble-mean RMSE, with the finite-ensemble factor sqrt((m+1)/m)."""
+    out = {k: float(np.mean(x)) for k, x in d.items() if k != "spread"}
+    if "spread" in d and members > 1:
+        spread = float(np.sqrt(np.mean(np.square(d["spread"]))))
+        rmse = float(np.sqrt(np.mean(np.square(d["rmse"]))))
+        out["spread"] = spread
+        out["spread_skill"] = float(np.sqrt((members + 1) / members) * spread / rmse) if rmse > 0 else float("nan")
+    return out
+
+
+def _cyclone_scores(ds, ref, near: tuple[float, float]) -> dict:
+    """Cyclone metrics of every member and of the ensemble mean, at the reference's points."""
+    from .cyclones import cyclone_metrics
+    from .metrics import at_reference_points
+
+    def at(name, member=None):
+        da = ds[f"{name}_members"].isel(time=0)
+        da = da.mean("member") if member is None else da.isel(member=member)
+        return at_reference_points(da, ref[name]).transpose("lat", "lon").values
+
+    lat, lon = ref["lat"].values, ref["lon"].values
+    has_uv = all(v in ds and v in ref for v in ("u10", "v10"))
+    ref_uv = (ref["u10"].values, ref["v10"].values) if has_uv else None
+
+    def one(member):
+        uv = (at("u10", member), at("v10", member)) if has_uv else None
+        return cyclone_metrics(at("msl", member), ref["msl"].transpose("lat", "lon").values, lat, lon, uv, ref_uv,
+                               near=near)
+    n = ds.sizes["member"]
+    return {"members": [one(k) for k in range(n)], "ensemble_mean": one(None)}
+
+
+def _cyclone_summary(cyclones: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """Per method over every cyclone case and member: mean errors, detection and hit rates."""
+    acc: dict[str, list[dict]] = {}
+    for per_method in cyclones.values():
+        for m, r in per_method.items():
+            acc.setdefault(m, []).extend(r["members"])
+    out = {}
+    for m, rows in acc.items():
+        def mean(k, f=abs):
+            vals = [f(r[k]) for r in rows if np.isfinite(r[k])]
+            return float(np.mean(vals)) if vals else float("nan")
+        out[m] = {"samples": len(rows), "position_error_km": mean("position_error_km"),
+                  "abs_pressure_error_hpa": mean("pressure_error_hpa"),
+                  "pressure_error_hpa": mean("pressure_error_hpa", float),
+                  "abs_max_wind_error": mean("max_wind_error"),
+                  "detection_rate": float(np.mean([r["detected"] for r in rows])),
+                  "hit_rate": float(np.mean([r["hit"] for r in rows]))}
     return out
 
 
@@ -208,6 +278,8 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
             scales[m] = float((guidance_scales or {}).get(m, default_guidance_scale(m, steps)))
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
     by_members: dict[int, dict[str, dict[str, dict[str, list[float]]]]] = {}
+    rank: dict[str, dict[str, np.ndarray]] = {}
+    cyclones: dict[str, dict[str, dict]] = {}
     bcsd_train: list[float] = []
     outputs: dict[str, Any] = {}
     t_all = _time.perf_counter()
@@ -236,6 +308,10 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                 d["rmse"].append(float(s.rmse))
                 d["p99"].append(float(s.p99))
                 d["seconds_per_sample"].append(secs)
+            for v in vs:  # the ensemble as an ensemble (a baseline's one member: CRPS = MAE)
+                _add_probabilistic(per[v][m], rank.setdefault(v, {}), m, ds[f"{v}_members"].isel(time=0), ref[v])
+            if ec.cyclone and "msl" in vs:
+                cyclones.setdefault(ec.name, {})[m] = _cyclone_scores(ds, ref, ec.region.centre)
             if m in P.DIFFUSION_METHODS and members > 1:
                 for k in ens_sizes:
                     mean_k = ds[[f"{v}_members" for v in vs]].isel(member=slice(0, k)).mean("member")
@@ -248,7 +324,8 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                         dk["p99"].append(float(s.p99))
             if keep_case == ci:
                 outputs[m] = ds
-    results = {v: {m: {k: float(np.mean(x)) for k, x in d.items()} for m, d in dm.items()} for v, dm in per.items()}
+    results = {v: {m: _summarise(d, members if m in P.DIFFUSION_METHODS else 1) for m, d in dm.items()}
+               for v, dm in per.items()}
     out: dict[str, Any] = {
         "task": task,
         "cases": len(case_list),
@@ -277,6 +354,15 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
         out["credit"] = REAL_SOURCES[source].credit
     if unavailable:
         out["unavailable"] = unavailable
+    if rank:
+        out["rank_hist"] = {v: {m: {"counts": c.tolist(), "reliability_index": reliability_index(c)}
+                                for m, c in dm.items()} for v, dm in rank.items()}
+    if cyclones:
+        out["cyclones"] = {"cases": cyclones, "summary": _cyclone_summary(cyclones),
+                           "definition": "centre = lowest msl within 600 km (reference: of the region centre; "
+                                         "prediction: of the reference centre), at the reference's points; "
+                                         "detected = closed low (ring depth >= 2 hPa) within 300 km; hit = closed "
+                                         "low within 2 deg and 8 hPa of the reference's central pressure"}
     if by_members:
         out["results_by_members"] = {str(k): {v: {m: {q: float(np.mean(x)) for q, x in d.items()}
                                                   for m, d in dm.items()} for v, dm in bv.items()}
@@ -315,6 +401,30 @@ def markdown_table(res: dict[str, Any]) -> str:
         rows.append(f"| {m} | " + " | ".join(cells) + f" | {secs:.2f} |")
     for m, why in res.get("unavailable", {}).items():
         rows.append(f"| {m} | n/a: {why} |" + " |" * (3 * len(vs)))
+    rows += ["", "Probabilistic scores (fair CRPS; a one-member method's CRPS is its MAE), spread–skill ratio "
+                 "(1 = calibrated, <1 under-dispersive) and rank-histogram reliability index (0 = flat):", "",
+             "| method | " + " | ".join(f"{v} CRPS | {v} spread–skill | {v} RI" for v in vs) + " |",
+             "|---|" + "---|" * (3 * len(vs))]
+    rh = res.get("rank_hist", {})
+    for m in methods:
+        cells = []
+        for v in vs:
+            r = results[v].get(m, {})
+            ri = rh.get(v, {}).get(m, {}).get("reliability_index")
+            cells += [_fmt(r["crps"]) if "crps" in r else "–",
+                      _fmt(r["spread_skill"]) if "spread_skill" in r else "–", "–" if ri is None else f"{ri:.2f}"]
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    cyc = res.get("cyclones", {}).get("summary")
+    if cyc:
+        rows += ["", f"Cyclone cases ({len(res['cyclones']['cases'])}), every member: "
+                     "centre error, |central pressure error|, |max 10 m wind error|, closed low within 300 km, "
+                     "hit (closed low within 2° and 8 hPa):", "",
+                 "| method | samples | centre error km | abs. dp hPa | mean dp hPa | abs. d wind m/s | detected | hit |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for m, r in cyc.items():
+            rows.append(f"| {m} | {r['samples']} | {r['position_error_km']:.0f} | {r['abs_pressure_error_hpa']:.1f} | "
+                        f"{r['pressure_error_hpa']:+.1f} | {r['abs_max_wind_error']:.1f} | {r['detection_rate']:.2f} | "
+                        f"{r['hit_rate']:.2f} |")
     by = res.get("results_by_members")
     if by:
         rows += ["", "Ensemble means of the first k members (MAE per variable):", "",
