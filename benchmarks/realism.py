@@ -473,6 +473,7 @@ def measure_tigge_spectra(world, boxes) -> dict:
 
 
 def _structure_at(msl, u, v, pts, lat0, lon0, search_km=300.0):
+    """:func:`cyclone_structure` about the point of lowest msl within ``search_km`` of (lat0, lon0)."""
     lat2, lon2 = np.meshgrid(pts.lat, pts.lon, indexing="ij")
     near = great_circle_km(lat0, lon0, lat2, lon2) <= search_km
     k = np.unravel_index(np.argmin(np.where(near, msl, np.inf)), msl.shape)
@@ -608,6 +609,19 @@ def markdown(payload: dict) -> str:
     n_def = sum(r["defect"] == "yes" for r in payload["rows"])
     n_rat = sum(r["defect"] in ("yes", "no") for r in payload["rows"])
     lines.append(f"\n**{n_def} of {n_rat} ratios are realism defects** (outside [{LOW}, {HIGH}]).\n")
+    oo = payload["results"].get("ocean_only")
+    if oo:
+        lines.append(f"Diagnostic, not counted: demo/real ratios on the open-ocean boxes only ({', '.join(oo['boxes'])}), "
+                     "to separate ocean from land/orography effects:\n")
+        lines.append("| variable | detail std (ocean) | " + " | ".join(f"TIGGE {b[1]:g}-{b[0]:g} km" for b in TIGGE_BANDS)
+                     + " | " + " | ".join(f"ERA5 {b[1]:g}-{b[0]:g} km" for b in ERA5_BANDS) + " |")
+        lines.append("|---" * (2 + len(TIGGE_BANDS) + len(ERA5_BANDS)) + "|")
+        for v in VARS:
+            d = oo["detail_std_ocean"][v]
+            cells = [_fmt(ratio(d["demo"], d["real"]))] + [_fmt(b["ratio"]) for b in oo["tigge"][v]] + \
+                [_fmt(b["ratio"]) for b in oo["era5_bands"][v]]
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines.append("Boxes (1° points; land fraction of the points; highest DEM point):\n")
     lines.append("| box | kind | S,N,W,E | land | max DEM (m) |")
     lines.append("|---|---|---|---|---|")
@@ -696,7 +710,13 @@ def main(argv=None) -> int:
     print(f"TIGGE spectra done ({_time.perf_counter() - t0:.0f} s)", flush=True)
     cyc = measure_cyclones(world, args.tc_cases)
     print(f"cyclones done ({_time.perf_counter() - t0:.0f} s)", flush=True)
-    results = {"week": week, "tigge": tigge, "cyclone": cyc, "points_check_max_abs": check}
+    ocean = [b for b in boxes if b[1] == "ocean"]
+    ocean_only = None
+    if ocean:  # diagnostic (not in the defect table): the same measures on the open-ocean boxes alone
+        ow = measure_detail_and_spectra(world, ocean, times, time_idx)
+        ocean_only = {"boxes": [b[0] for b in ocean], "detail_std_ocean": {v: ow["detail_std"][f"ocean/{v}"] for v in VARS},
+                      "era5_bands": ow["era5_bands"], "tigge": measure_tigge_spectra(world, ocean)}
+    results = {"week": week, "tigge": tigge, "cyclone": cyc, "points_check_max_abs": check, "ocean_only": ocean_only}
     payload.update(settings={"seed": args.seed, "n_boxes": len(boxes), "boxes": [b[0] for b in boxes],
                              "n_times": len(times), "time_stride": args.times, "tc_cases": args.tc_cases,
                              "coarse_res": COARSE_RES, "tigge_time": TIGGE_TIME, "ratio_ok": [LOW, HIGH]},

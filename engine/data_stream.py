@@ -45,6 +45,8 @@ class TrainingStream:
             check_training_time(pd.Timestamp(year=y, month=6, day=1))
         self.max_abs_lat = max_abs_lat
         self._era5 = era5_grid()
+        #: (crops containing an active cyclone core, all crops) drawn so far
+        self.cyclone_counts = [0, 0]
 
     # ------------------------------------------------------------ sampling
     def _random_time(self) -> pd.Timestamp:
@@ -64,8 +66,8 @@ class TrainingStream:
         grid = None
         if self.rng.random() < self.cyclone_fraction:
             active = self.world.active_cyclones(t)
-            if not active:  # look for a time with a cyclone (same year)
-                for _ in range(20):
+            if not active:  # look for a time with a cyclone
+                for _ in range(200):
                     t = self._random_time()
                     active = self.world.active_cyclones(t)
                     if active:
@@ -74,11 +76,13 @@ class TrainingStream:
                 _, st = active[int(self.rng.integers(len(active)))]
                 off = self.rng.uniform(-0.35, 0.35, 2) * self.crop * 0.25
                 grid = self._region_at(st[0] + off[0], st[1] + off[1])
+                self.cyclone_counts[0] += 1
         if grid is None:
             lim = np.sin(np.deg2rad(self.max_abs_lat - self.crop * 0.125))
             lat_c = float(np.rad2deg(np.arcsin(self.rng.uniform(-lim, lim))))
             grid = self._region_at(lat_c, float(self.rng.uniform(0, 360)))
         check_training_time(t)
+        self.cyclone_counts[1] += 1
         f = self.world.fields(t, grid)
         dem, land = self.statics.region(grid)
         return f, static_channels(grid, dem, land, t), t, grid

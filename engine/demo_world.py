@@ -53,6 +53,18 @@ HELDOUT_YEARS: tuple[int, ...] = (2021, 2022, 2023)
 TRAIN_YEARS: tuple[int, ...] = tuple(range(1991, 2021))
 SOURCE_LABEL = "ZSSD demo world (synthetic stand-in for ERA5, seeded)"
 LAPSE_RATE = -6.5e-3  # K per m
+#: Amplitude (Pa) of the mesoscale sea-level pressure field (realism calibration, see benchmarks/realism.py).
+MESO_MSL_PA = 300.0
+#: Share of a cyclone's central pressure deficit in its broad outer low, and that low's e-folding radius.
+OUTER_LOW = 0.17
+OUTER_LOW_RADIUS_M = 7.0e5
+OUTER_WIND = 0.45
+#: Fraction of the mesoscale pressure field's geostrophic wind that the 10 m wind carries.
+MESO_WIND_FACTOR = 0.11
+#: Amplitude factor of the synoptic pressure waves (1.0 before the realism calibration).
+SYNOPTIC_SCALE = 1.4
+#: Fraction of the sea-level reduction's temperature dependence kept over terrain.
+TERRAIN_MSL_FACTOR = 0.5
 
 R_EARTH = 6.371e6
 OMEGA = 7.292e-5
@@ -134,12 +146,18 @@ def _pressure_spectrum(k: np.ndarray) -> np.ndarray:
     """
     k0 = 2 * np.pi / 4.5e6
     km = 2 * np.pi / 6.0e5
-    e = (k / k0) ** 2 / (1 + (k / k0) ** 2) ** 2.5 + 0.02 * (k / km) ** (-5.0 / 3.0) * (k > k0)
+    e = (k / k0) ** 2 / (1 + (k / k0) ** 2) ** 2.5 + 0.006 * (k / km) ** (-5.0 / 3.0) * (k > k0)
     return e / k
 
 
 def _meso_spectrum(k: np.ndarray) -> np.ndarray:
     return (k / (2 * np.pi / 1.5e6)) ** (-2.0 / 3.0) / (1 + (2 * np.pi / 1.5e6 / k) ** 2)
+
+
+def _meso_pressure_spectrum(k: np.ndarray) -> np.ndarray:
+    """Amplitude² per log-k of the mesoscale pressure field: ∝ k^(−1.5) below ~2000 km."""
+    k1 = 2 * np.pi / 2.0e6
+    return (k / k1) ** (-1.5) / (1 + (k1 / k) ** 2)
 
 
 # ------------------------------------------------------------------- cyclones
@@ -259,7 +277,7 @@ def _generate_cyclones(seed: int, year: int, land: np.ndarray) -> list[Cyclone]:
                     dp = dp + 0.35 * (target - dp)
                 dp = max(dp, 300.0)
                 dps.append(dp)
-                rms.append(float(np.clip(60.0 - 4.5e-3 * dp + rng.normal(0, 4), 18.0, 60.0)))
+                rms.append(float(np.clip(95.0 - 6.0e-3 * dp + rng.normal(0, 6), 35.0, 95.0)))
                 # motion: westward/poleward, recurving east after `rec`
                 if k > rec:
                     u = u + 0.9
@@ -296,9 +314,12 @@ class DemoWorld:
                                     speed=8.0, beta_drift=True, tau_days=4.0)
         self._t_modes = _make_modes(rng, self.n_meso_modes, 60.0, 1500.0, _meso_spectrum,
                                     speed=6.0, beta_drift=False, tau_days=2.0)
-        self._w_modes = _make_modes(rng, self.n_meso_modes, 90.0, 1200.0, _meso_spectrum,
+        self._w_modes = _make_modes(rng, self.n_meso_modes, 200.0, 1200.0, _meso_spectrum,
                                     speed=6.0, beta_drift=False, tau_days=1.0)
-        self._cont = _continentality(self.seed, self.statics)
+        # drawn last, so the modes above are the same as before this ingredient was added
+        self._pm_modes = _make_modes(np.random.default_rng([self.seed, 3]), self.n_meso_modes, 150.0, 3000.0,
+                                     _meso_pressure_spectrum, speed=7.0, beta_drift=False, tau_days=2.0)
+        self._cont = _continentality(self.statics)
         self._cyclone_cache: dict[int, list[Cyclone]] = {}
 
     # ------------------------------------------------------------- cyclones
@@ -364,12 +385,12 @@ class DemoWorld:
         # ---- temperature climatology (K)
         t_annual = 299.5 - 44.0 * s ** 2 - 6.0 * s ** 4 * (lat2 < 0)
         amp_ocean = 1.0 + 6.5 * np.abs(s) ** 1.5
-        amp_land = 2.0 + 21.0 * np.abs(s) ** 1.2
+        amp_land = 2.0 + 19.0 * np.abs(s) ** 1.2
         season_land = np.cos(year_phase - 2 * np.pi * 200 / 365.25)
         season_ocean = np.cos(year_phase - 2 * np.pi * 228 / 365.25)
         t_season = sgn * ((1 - cont) * amp_ocean * season_ocean + cont * amp_land * season_land)
         lst = (ts.hour + ts.minute / 60.0 + np.rad2deg(lon)[None, :] / 15.0) % 24.0
-        diurnal_amp = (0.3 + 5.5 * land) * (0.55 + 0.45 * np.cos(lat))[:, None] * (1 + 0.25 * sgn * season_land)
+        diurnal_amp = (0.3 + 4.8 * land) * (0.55 + 0.45 * np.cos(lat))[:, None] * (1 + 0.25 * sgn * season_land)
         t_diurnal = diurnal_amp * np.cos(2 * np.pi * (lst - 15.0) / 24.0)
         t_lapse = LAPSE_RATE * dem
 
@@ -384,12 +405,19 @@ class DemoWorld:
         # (where the zonal plane waves would otherwise shrink to grid scale)
         polar = np.exp(-np.clip(np.abs(lat_d) - 62.0, 0.0, None) ** 2 / (2 * 9.0 ** 2))
         d_polar = -np.clip(np.abs(lat_d) - 62.0, 0.0, None) / 9.0 ** 2 * np.sign(lat_d) * polar * 180 / np.pi
-        env_p = (250.0 + 1250.0 * np.sin(lat) ** 2) * polar
-        d_env_p = 2500.0 * np.sin(lat) * np.cos(lat) * polar + (250.0 + 1250.0 * np.sin(lat) ** 2) * d_polar
+        env_p = SYNOPTIC_SCALE * (250.0 + 1250.0 * np.sin(lat) ** 2) * polar
+        d_env_p = SYNOPTIC_SCALE * (2500.0 * np.sin(lat) * np.cos(lat) * polar
+                                    + (250.0 + 1250.0 * np.sin(lat) ** 2) * d_polar)
         f0, f_lat, f_lon = self._p_modes.evaluate(lat, lon, t_days, derivatives=True)
         p_syn = env_p[:, None] * f0
-        dp_dlat = d_env_p[:, None] * f0 + env_p[:, None] * f_lat
-        dp_dlon = env_p[:, None] * f_lon
+        # mesoscale pressure (fronts, troughs, convective systems): realism.py measured the demo world's
+        # msl power at 100-1000 km at 3-17 % of ERA5/TIGGE; this field adds it, and its geostrophic wind
+        env_m = MESO_MSL_PA * (0.6 + 0.4 * np.abs(np.sin(lat)))[:, None] * (0.8 + 0.4 * land)
+        pm, pm_lat, pm_lon = self._pm_modes.evaluate(lat, lon, t_days, derivatives=True)
+        p_meso = env_m * pm
+        # mesoscale flow is far from geostrophic: only MESO_WIND_FACTOR of its geostrophic wind is added
+        dp_dlat = d_env_p[:, None] * f0 + env_p[:, None] * f_lat + MESO_WIND_FACTOR * env_m * pm_lat
+        dp_dlon = env_p[:, None] * f_lon + MESO_WIND_FACTOR * env_m * pm_lon
         # geostrophic wind with a tropical taper: u = -(1/ρf) ∂p/∂y, v = (1/ρf) ∂p/∂x, 1/f → g(φ)/f
         f_cor = 2 * OMEGA * np.sin(lat)[:, None]
         taper = np.sin(lat)[:, None] ** 2 / (np.sin(lat)[:, None] ** 2 + np.sin(np.deg2rad(14.0)) ** 2)
@@ -397,9 +425,10 @@ class DemoWorld:
         coslat = np.maximum(np.cos(lat), 0.25)[:, None]
         ug = -inv_f / RHO_AIR * dp_dlat / R_EARTH
         vg = inv_f / RHO_AIR * dp_dlon / (R_EARTH * coslat)
+        vg_syn = vg - inv_f / RHO_AIR * MESO_WIND_FACTOR * env_m * pm_lon / (R_EARTH * coslat)  # drives advection
         # surface friction: turn toward low pressure (anticlockwise in NH) and weaken, more over land
         alpha = np.deg2rad(18.0 + 17.0 * land) * sgn
-        red = 0.72 - 0.30 * land
+        red = 0.76 - 0.30 * land
         ua = red * (ug * np.cos(alpha) - vg * np.sin(alpha))
         va = red * (ug * np.sin(alpha) + vg * np.cos(alpha))
 
@@ -409,15 +438,19 @@ class DemoWorld:
         red_mean = 0.95 - 0.40 * land - 0.10 * np.clip(dem / 2000.0, 0, 1)
         m0, = self._w_modes.evaluate(lat, lon, t_days)
         m1, = self._w_modes.evaluate(lat + 0.37, lon + 0.61, t_days + 3.3)
-        noise_amp = 0.55 + 0.35 * land
+        noise_amp = 0.2 + 0.2 * land
         u10 = red_mean * u_mean + ua + noise_amp * m0
         v10 = red_mean * v_mean + va + noise_amp * m1
 
         # ---- temperature weather: thermal advection ∝ meridional geostrophic wind, plus mesoscale noise
-        adv = np.clip(0.55 * sgn * vg * (0.3 + 0.7 * np.abs(s)) * (1 + 0.5 * cont), -14.0, 14.0)
+        adv = np.clip(0.26 * sgn * vg_syn * (0.3 + 0.7 * np.abs(s)) * (1 + 0.5 * cont), -14.0, 14.0)
         tn, = self._t_modes.evaluate(lat, lon, t_days)
-        t2m = t_annual + t_season + t_diurnal + t_lapse + adv + (0.5 + 1.1 * land) * tn
-        msl = p_clim + p_thermal + p_syn
+        t2m = t_annual + t_season + t_diurnal + t_lapse + adv + (0.35 + 1.4 * land) * tn
+        # reduction to sea level over terrain: msl = p_s exp(g z / (R T_col)) makes msl over high ground
+        # depend on the column temperature; relative to a standard column, cold columns raise msl
+        t_col = t_annual + t_season + 0.5 * t_lapse  # mean of the fictitious column below the surface
+        p_terrain = TERRAIN_MSL_FACTOR * 101325.0 * 9.80665 * dem / (287.0 * t_col ** 2) * (288.0 - 0.00325 * dem - t_col)
+        msl = p_clim + p_thermal + p_syn + p_meso + p_terrain
 
         # ---- tropical cyclones (Holland 1980)
         for cyc, (clat, clon, dp, rmax_km, umove, vmove) in self.active_cyclones(ts):
@@ -430,16 +463,22 @@ class DemoWorld:
             r = np.sqrt(x ** 2 + y ** 2) + 1.0
             rm = rmax_km * 1e3
             ratio = (rm / r) ** cyc.b
-            taper_r = np.exp(-(r / 1.2e6) ** 4)
-            msl = msl - dp * (1.0 - np.exp(-ratio)) * taper_r
+            taper_r = np.exp(-(r / 1.5e6) ** 4)
+            # real cyclones are wider than a bare Holland vortex (realism.py: ERA5's deficit at 300/500 km is
+            # 22/14 % of the central one): a broad outer low carries OUTER_LOW of the deficit
+            outer = np.exp(-(r / OUTER_LOW_RADIUS_M) ** 2)
+            msl = msl - dp * ((1.0 - OUTER_LOW) * (1.0 - np.exp(-ratio)) + OUTER_LOW * outer) * taper_r
             fc = 2 * OMEGA * abs(np.sin(np.deg2rad(clat)))
-            vgr = np.sqrt(cyc.b / RHO_AIR * ratio * dp * np.exp(-ratio) + (r * fc / 2) ** 2) - r * fc / 2
+            # gradient wind of both parts: r dp/dr of the Holland part plus OUTER_WIND of the outer low's
+            # (the broad low's surface flow is far below gradient balance: ERA5's wind at 500-800 km)
+            rdpdr = (1.0 - OUTER_LOW) * cyc.b * ratio * dp * np.exp(-ratio) + OUTER_WIND * OUTER_LOW * dp * 2 * (r / OUTER_LOW_RADIUS_M) ** 2 * outer
+            vgr = np.sqrt(rdpdr / RHO_AIR + (r * fc / 2) ** 2) - r * fc / 2
             hemi = 1.0 if clat >= 0 else -1.0
             inflow = np.deg2rad(20.0)
             # tangential unit vector (cyclonic), rotated inward by the inflow angle
             tx, ty = -hemi * y / r, hemi * x / r
             ix, iy = -x / r, -y / r
-            surf = (0.82 - 0.25 * land) * taper_r
+            surf = (0.72 - 0.25 * land) * taper_r
             vx = surf * vgr * (np.cos(inflow) * tx + np.sin(inflow) * ix)
             vy = surf * vgr * (np.cos(inflow) * ty + np.sin(inflow) * iy)
             asym = 0.5 * np.exp(-r / (6 * rm)) * taper_r
@@ -469,15 +508,22 @@ class DemoWorld:
         return ds
 
 
-_CONT_CACHE: dict[int, np.ndarray] = {}
+_CONT_CACHE: dict[str, np.ndarray] = {}
 
 
-def _continentality(seed: int, statics: Statics) -> np.ndarray:
-    """Land fraction smoothed over ~4° (periodic in longitude): the seasonal-amplitude weight."""
-    key = id(statics)
+def _continentality(statics: Statics) -> np.ndarray:
+    """Land fraction smoothed over ~4° (periodic in longitude): the seasonal-amplitude weight.
+
+    A function of the land fraction alone (no seed), cached by a hash of its content — not by
+    ``id(statics)``, which Python may reuse for another object once the first is collected.
+    """
+    import hashlib
+
+    land = np.ascontiguousarray(statics.land)
+    key = hashlib.sha1(land.view(np.uint8)).hexdigest() + str(land.shape)
     if key not in _CONT_CACHE:
         from scipy.ndimage import gaussian_filter
 
-        _CONT_CACHE[key] = np.clip(gaussian_filter(statics.land.astype(np.float64), sigma=(10.0, 14.0),
+        _CONT_CACHE[key] = np.clip(gaussian_filter(land.astype(np.float64), sigma=(10.0, 14.0),
                                                    mode=("nearest", "wrap")), 0.0, 1.0).astype(np.float32)
     return _CONT_CACHE[key]

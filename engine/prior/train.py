@@ -123,6 +123,13 @@ class TrainConfig:
         times, at different noise levels).  ``data_reuse = 1``: every step a fresh batch.
     world_seed
         Seed of the demo world (``data = "demo"`` only).
+    cyclone_fraction
+        Share of the demo crops centred (±35 % of the crop) on an active tropical-cyclone core;
+        the rest uniform over the sphere.  The share actually drawn is recorded in the card.
+    init_from
+        A checkpoint (``.safetensors`` + card) whose weights start the network and its EMA
+        (fine-tuning; same network configuration and parameterization required).  The optimiser,
+        the schedule and the normalisation statistics start fresh.
     unet
         Network configuration (:class:`~engine.prior.network.UNetConfig`).
     """
@@ -155,6 +162,8 @@ class TrainConfig:
     data_reuse: int = 1
     data_pool: int = 8
     world_seed: int = 0
+    cyclone_fraction: float = 0.15
+    init_from: str = ""
     unet: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
@@ -320,7 +329,8 @@ def make_stream(cfg: TrainConfig, seed: int = 0):
         from ..data_stream import TrainingStream
         from ..demo_world import DemoWorld
 
-        return TrainingStream(world=DemoWorld(cfg.world_seed), crop=cfg.crop, seed=seed)
+        return TrainingStream(world=DemoWorld(cfg.world_seed), crop=cfg.crop, seed=seed,
+                              cyclone_fraction=cfg.cyclone_fraction)
     return Era5CropStream(cfg.data, crop=cfg.crop, seed=seed)
 
 
@@ -510,8 +520,25 @@ def load_state(path: str | os.PathLike) -> dict:
     return state
 
 
+def _init_weights(net: torch.nn.Module, ema: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Start ``net`` and ``ema`` from the weights of checkpoint ``cfg.init_from`` (fine-tuning)."""
+    p = Prior.load(cfg.init_from, device="cpu")
+    if p.parameterization != cfg.parameterization:
+        raise ValueError(f"init_from {cfg.init_from} predicts {p.parameterization!r}, the config "
+                         f"{cfg.parameterization!r}")
+    try:
+        net.load_state_dict(p.net.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"init_from {cfg.init_from}: its network differs from the config's ({exc})") from None
+    ema.load_state_dict(net.state_dict())
+
+
 def _data_split(cfg: TrainConfig, stream) -> dict:
     d: dict[str, Any] = {"source": cfg.data, "crop": cfg.crop}
+    if cfg.data == "demo":
+        d["cyclone_fraction"] = cfg.cyclone_fraction
+    if cfg.init_from:
+        d["init_from"] = str(cfg.init_from)
     years = getattr(stream, "years", None)
     held = getattr(stream, "heldout_years", None)
     if held is None and cfg.data == "demo":
@@ -591,6 +618,8 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
                             fused=fused)
     step, losses, lrs, elapsed = 0, [], [], 0.0
+    if cfg.init_from and resume is None:
+        _init_weights(net, ema, cfg)
 
     if resume is not None:
         state = load_state(resume)
@@ -642,6 +671,10 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
 
     def make_prior() -> Prior:
         curve = _loss_curve(losses)
+        drawn = getattr(stream, "cyclone_counts", None)
+        if drawn is not None and drawn[1]:
+            meta_base["data"]["cyclone_crops_drawn"] = {"cyclone": int(drawn[0]), "total": int(drawn[1]),
+                                                        "fraction": round(drawn[0] / drawn[1], 4)}
         tail = losses[-100:]
         meta = dict(meta_base, steps=step, target_steps=cfg.steps, samples_seen=step * cfg.batch * world,
                     final_loss=float(np.mean(tail)) if tail else None, loss_curve=curve,

