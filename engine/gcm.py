@@ -26,6 +26,7 @@ in :mod:`engine.real_sources`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -123,15 +124,17 @@ def _to_dataset(fields: dict[str, np.ndarray], grid: LatLonGrid, time: pd.Timest
 
 
 def gcm_field(source_id: str, time, region: Region, world: DemoWorld | None = None, margin_cells: int = 2,
-              files: dict[str, list[Path]] | None = None):
+              files: dict[str, list[Path]] | None = None, time_tolerance=None):
     """The GCM field ``Y`` on its native cells covering ``region`` (+ ``margin_cells``), as an xr.Dataset.
 
-    ``files`` maps extra source ids (CF files the server was configured with) to their paths.
+    ``files`` maps extra source ids (a user's or the server's configured files: NetCDF, GRIB or
+    Zarr, :func:`engine.user_files.open_gcm_files`) to their paths; ``time_tolerance`` bounds the
+    distance to the nearest time step of such files (default half their median step).
     """
     ts = to_timestamp(time)
     files = {**REAL_FILES, **(files or {})}
     if source_id in files:
-        return _real_field(source_id, files[source_id], ts, region, margin_cells)
+        return _real_field(source_id, files[source_id], ts, region, margin_cells, time_tolerance)
     if source_id in REAL_SOURCES:
         return real_field(source_id, ts, region, margin_cells)
     native = gcm_grid(source_id)  # raises GridError for unknown ids
@@ -164,19 +167,25 @@ def gcm_field(source_id: str, time, region: Region, world: DemoWorld | None = No
     return _to_dataset(out, coarse, ts, attrs)
 
 
-def _real_field(source_id: str, paths: list[Path], ts: pd.Timestamp, region: Region, margin_cells: int):
-    from .readers import open_cmip, select_time
-    from .operators import grid_from_xarray
+@lru_cache(maxsize=8)
+def _open_files_cached(key: tuple[tuple[str, float], ...]):
+    from .user_files import open_gcm_files
 
-    ds = open_cmip([str(p) for p in paths])
-    step = select_time(ds, ts)
-    grid = grid_from_xarray(step, name=source_id)
-    sub, li, lo = grid.covering(region, margin_cells)
-    vals = {v: np.asarray(step[v].values)[np.ix_(li, lo)] for v in VARIABLES if v in step}
-    if not vals:
-        raise DataError(f"{source_id}: none of {VARIABLES} in {', '.join(map(str, paths))}")
-    t_sel = step["time"].values if "time" in step.coords else ts
-    attrs = {"source_id": source_id, "description": describe_gcm(source_id) if source_id in REAL_FILES else source_id,
-             "kind": "real", "source_file": ", ".join(Path(p).name for p in paths), "region": region.as_text(),
-             "selected_time": str(t_sel)}
-    return _to_dataset(vals, sub, ts, attrs)
+    return open_gcm_files([k for k, _ in key])
+
+
+def open_files(paths) -> "object":
+    """A file set opened once per process (keyed by path and modification time)."""
+    key = tuple((str(Path(p)), Path(p).stat().st_mtime if Path(p).exists() else -1.0) for p in paths)
+    return _open_files_cached(key)
+
+
+def _real_field(source_id: str, paths: list[Path], ts: pd.Timestamp, region: Region, margin_cells: int,
+                tolerance=None):
+    from .user_files import field_on_region
+
+    ds = open_files(paths)
+    desc = describe_gcm(source_id) if source_id in REAL_FILES else source_id
+    out = field_on_region(ds, source_id, ts, region, margin_cells, tolerance=tolerance, description=desc)
+    out.attrs["source_file"] = ", ".join(Path(p).name for p in paths)
+    return out

@@ -183,7 +183,7 @@ def reference_label(case: "Case") -> str:
 
 
 def prepare_case(source_id: str, time, region, world: DemoWorld | None = None, files: dict | None = None,
-                 world_seed: int = 0) -> Case:
+                 world_seed: int = 0, time_tolerance=None) -> Case:
     """Assemble a :class:`Case`; raises ``ValueError`` (``GridError``/``DataError``) for bad input.
 
     Checks: known GCM, readable time, valid region with ERA5 cells, GCM data at that time
@@ -194,7 +194,7 @@ def prepare_case(source_id: str, time, region, world: DemoWorld | None = None, f
     reg = parse_region(region)
     fine, _, _ = era5_grid().select(reg, what="region")
     world = world if world is not None else get_world(world_seed)
-    gcm = gcm_field(source_id, ts, reg, world, files=files)
+    gcm = gcm_field(source_id, ts, reg, world, files=files, time_tolerance=time_tolerance)
     g = grid_from_xarray(gcm, name=source_id)
     if reg.height < g.dlat - 1e-6 or reg.width < g.dlon - 1e-6:
         raise GridError(f"region {reg} ({reg.height:g}°x{reg.width:g}°) is smaller than one {source_id} cell "
@@ -308,10 +308,12 @@ def baseline(case: Case, method: str) -> xr.Dataset:
                 f"calendar month, and the real source holds {'one week (24 times)' if case.paired else 'no reference'}; "
                 f"use bilinear, lapse, ddrm, dps or zssd")
         if not case.paired:
+            what = ("the file holds monthly means of one year (one sample per calendar month) and"
+                    if case.source_id in REAL_FILES else "it has")
             raise DataError(
-                f"BCSD cannot be trained for {case.source_id}: the file holds monthly means of one year (one "
-                f"sample per calendar month) and no historical run paired with a reference, while BCSD needs at "
-                f"least 10 samples per month; use bilinear, ddrm, dps or zssd for this source")
+                f"BCSD cannot be trained for {case.source_id}: {what} no historical run paired with a reference, "
+                f"while BCSD needs at least 10 samples per month; use bilinear, lapse, ddrm, dps or zssd for this "
+                f"source")
         model = _train_bcsd(case)
         sim = case.gcm.expand_dims("time") if "time" not in case.gcm.dims else case.gcm
         out = model.adjust(sim[[v for v in model.fits]]).isel(time=0)
@@ -566,8 +568,17 @@ def add_parser(sub) -> None:
     p = sub.add_parser("downscale", help="downscale one GCM field to 0.25 deg and write a CF NetCDF file",
                        description="Downscale a GCM field (pseudo-GCM, paired task x6/x10/x20 or the real "
                                    "MPI-ESM-LR file) over a region with a baseline or a diffusion sampler.")
-    p.add_argument("--gcm", required=True, help=f"GCM source id ({', '.join(GCM_SOURCES)})")
-    p.add_argument("--time", required=True, help="ISO time, e.g. 2021-08-28T12:00")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gcm", help=f"GCM source id ({', '.join(GCM_SOURCES)})")
+    src.add_argument("--gcm-file", nargs="+", metavar="FILE",
+                     help="your own GCM/reanalysis files instead of --gcm: CF NetCDF, GRIB or Zarr; one per "
+                          "variable or one with several; CMIP (tas, psl, uas, vas) or ERA5 (t2m/2t, msl, u10/10u, "
+                          "v10/10v) names; any calendar")
+    p.add_argument("--time", required=True, help="ISO time, e.g. 2021-08-28T12:00 (the nearest step within "
+                                                 "--time-tolerance is used and recorded)")
+    p.add_argument("--time-tolerance", default=None,
+                   help="largest distance to the nearest time step of --gcm-file, e.g. 3h (default: half the "
+                        "file's median step; monthly files match by month)")
     p.add_argument("--region", required=True, help="S,N,W,E in degrees, e.g. 10,42,120,152")
     p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
     p.add_argument("--steps", type=int, default=100, help="sampler steps (1-1000; default 100)")
@@ -617,11 +628,18 @@ def _validate_args(args) -> tuple[list[str] | None, Path]:
 def run(args) -> int:
     """``zssd downscale``: validate everything, run the method (tqdm progress), write atomically."""
     variables, out = _validate_args(args)
-    case = prepare_case(args.gcm, args.time, args.region, world_seed=args.world_seed)
+    gcm, files = source_of(args)
+    case = prepare_case(gcm, args.time, args.region, world_seed=args.world_seed, files=files,
+                        time_tolerance=args.time_tolerance)
+    unguided = [v for v in VARIABLES if v not in case.gcm.data_vars]
+    if files and unguided:
+        print(f"zssd: note: {gcm} has no {', '.join(unguided)}: "
+              + ("the prior draws them unguided" if args.method in DIFFUSION_METHODS else "they are not written"),
+              file=sys.stderr)
     if variables is not None and args.method in BASELINES:
         missing = [v for v in variables if v not in case.gcm.data_vars]
         if missing:
-            raise DataError(f"{args.gcm} has no {', '.join(missing)} (it has {', '.join(case.gcm_variables)}); "
+            raise DataError(f"{gcm} has no {', '.join(missing)} (it has {', '.join(case.gcm_variables)}); "
                             f"{args.method} cannot produce it")
     t0 = _time.perf_counter()
     if args.method in BASELINES:
@@ -645,7 +663,7 @@ def run(args) -> int:
                 kw["eta"] = args.eta
         gen = sampler(case, prior, args.method, args.steps, args.members, args.seed, gs, **kw)
         final = None
-        bar = tqdm(total=args.steps, desc=f"{args.method} {args.gcm}", unit="step", file=sys.stderr,
+        bar = tqdm(total=args.steps, desc=f"{args.method} {gcm}", unit="step", file=sys.stderr,
                    dynamic_ncols=True)
         try:
             for st in gen:
@@ -666,9 +684,25 @@ def run(args) -> int:
     return 0
 
 
+def source_of(args) -> tuple[str, dict | None]:
+    """``(source id, files)`` for ``--gcm NAME`` or ``--gcm-file FILE …`` (a file set named ``file:<stem>``)."""
+    paths = getattr(args, "gcm_file", None)
+    if not paths:
+        return args.gcm, None
+    from .user_files import user_source_name
+
+    for f in paths:
+        if not Path(f).exists():
+            raise FileNotFoundError(f"--gcm-file {f} not found")
+    name = user_source_name(paths)
+    return name, {name: [Path(f) for f in paths]}
+
+
 def _argv_of(args) -> list[str]:
     parts = []
-    for k in ("gcm", "time", "region", "method", "steps", "members", "seed", "guidance_scale", "checkpoint", "out"):
+    if getattr(args, "gcm_file", None):
+        parts += ["--gcm-file", *map(str, args.gcm_file)]
+    for k in ("gcm", "time", "time_tolerance", "region", "method", "steps", "members", "seed", "guidance_scale", "checkpoint", "out"):
         v = getattr(args, k, None)
         if v is not None:
             parts += [f"--{k.replace('_', '-')}", str(v)]
