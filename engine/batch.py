@@ -141,6 +141,9 @@ class BatchSpec:
     guidance_scale
         ζ for ``zssd``/``dps`` (``None``: the tuned default for ``steps``, resolved once when the
         store is created and reused on resume).
+    gcm_files
+        The user's own input files (``--gcm-file``; :func:`engine.user_files.open_gcm_files`); ``gcm``
+        is then their file-set name ``file:<stem>``.
     """
 
     gcm: str
@@ -154,6 +157,12 @@ class BatchSpec:
     seed: int = 0
     checkpoint: str | None = None
     guidance_scale: float | None = None
+    gcm_files: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> dict | None:
+        """The ``files`` mapping of :func:`engine.pipeline.prepare_case` (``None`` without ``gcm_files``)."""
+        return {self.gcm: [Path(f) for f in self.gcm_files]} if self.gcm_files else None
 
     @property
     def deterministic(self) -> bool:
@@ -299,17 +308,21 @@ def _times(spec: BatchSpec) -> pd.DatetimeIndex:
     return times
 
 
-def _check_gcm_times(gcm: str, times: pd.DatetimeIndex) -> None:
+def _check_gcm_times(gcm: str, times: pd.DatetimeIndex, files: dict | None = None) -> None:
     """Every time must be in the GCM's data (real files have a finite time axis)."""
     from .gcm import REAL_FILES
     from .real_sources import PAIRED_REAL, REAL_SOURCES, source_dataset
 
-    if gcm not in REAL_FILES and gcm not in REAL_SOURCES:
+    if gcm not in REAL_FILES and gcm not in REAL_SOURCES and not files:
         return  # pseudo-GCMs and paired tasks are defined at every time
     from .errors import DataError
-    from .readers import open_cmip, select_time
+    from .gcm import open_files
+    from .readers import select_time
 
-    ds = open_cmip([str(p) for p in REAL_FILES[gcm]]) if gcm in REAL_FILES else source_dataset(gcm)
+    if files:
+        ds = open_files(files[gcm])
+    else:
+        ds = open_files(REAL_FILES[gcm]) if gcm in REAL_FILES else source_dataset(gcm)
     tolerance = "4h" if gcm in PAIRED_REAL else None
     monthly = str(ds.attrs.get("frequency", "")).lower().startswith("mon")
     seen: set = set()
@@ -396,6 +409,7 @@ def _params(spec: BatchSpec, times: pd.DatetimeIndex, members: int, prior: Prior
     return {
         "layout": LAYOUT_VERSION,
         "gcm": spec.gcm,
+        "gcm_files": [os.path.abspath(f) for f in spec.gcm_files],
         "method": spec.method,
         "start": times[0].isoformat(),
         "end": times[-1].isoformat(),
@@ -423,7 +437,11 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
 
     if spec.method not in METHODS:
         raise BatchError(f"--method {spec.method!r} is not one of {', '.join(METHODS)}")
-    if spec.gcm not in GCM_SOURCES:
+    if spec.gcm_files:
+        for f in spec.gcm_files:
+            if not os.path.exists(f):
+                raise BatchError(f"--gcm-file {f} not found")
+    elif spec.gcm not in GCM_SOURCES:
         raise BatchError(f"--gcm {spec.gcm!r} is unknown; known: {', '.join(GCM_SOURCES)}")
     for name in ("members", "steps", "seed"):
         v = getattr(spec, name)
@@ -464,11 +482,11 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
     from .gcm import REAL_FILES
     from .real_sources import REAL_SOURCES
 
-    if spec.method == "bcsd" and (spec.gcm in REAL_FILES or spec.gcm in REAL_SOURCES):
+    if spec.method == "bcsd" and (spec.gcm in REAL_FILES or spec.gcm in REAL_SOURCES or spec.gcm_files):
         raise BatchError(f"--method bcsd needs years of historical GCM/reference pairs, which {spec.gcm} "
                          f"({'monthly means of one year' if spec.gcm in REAL_FILES else 'a real source'}) does not "
                          f"have; use bilinear, lapse or a diffusion method")
-    _check_gcm_times(spec.gcm, times)
+    _check_gcm_times(spec.gcm, times, spec.files)
     try:
         fine = era5_grid().select(region, min_cells=2, what="--region")[0]
     except GridError as e:
@@ -476,7 +494,7 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
     # dry run of the first case: validates region vs. GCM (and vs. the prior), fixes the output grid
     from . import pipeline
 
-    case = pipeline.prepare_case(spec.gcm, times[0], region)
+    case = pipeline.prepare_case(spec.gcm, times[0], region, files=spec.files)
     g = _case_grid(case) or fine
     gs = None
     if not spec.deterministic:
@@ -591,7 +609,7 @@ def compute_case(task: _Task, index: int) -> CaseResult:
     spec = task.spec
     ts = pd.Timestamp(task.times[index])
     what = f"case {ts.isoformat()}"
-    case = pipeline.prepare_case(spec.gcm, ts, Region.parse(spec.region))
+    case = pipeline.prepare_case(spec.gcm, ts, Region.parse(spec.region), files=spec.files)
     if spec.deterministic:
         ds = pipeline.run_method(case, spec.method)
     else:
@@ -764,7 +782,8 @@ def _global_attrs(plan: BatchPlan, command: str) -> dict:
         "Conventions": "CF-1.10",
         "title": f"ZSSD Explorer batch downscaling of {spec.gcm} to the ERA5 0.25 degree grid ({spec.method})",
         "institution": "ZSSD Explorer",
-        "source": f"{describe_gcm(spec.gcm)}; method {spec.method}",
+        "source": (f"{spec.gcm}: {', '.join(map(str, spec.gcm_files))}" if spec.gcm_files else describe_gcm(spec.gcm))
+                  + f"; method {spec.method}",
         "history": f"{now}: created by {command}",
         "references": "Tie & Xiong (2026), zero-shot statistical downscaling by diffusion posterior sampling",
         "comment": ("Each time step is written whole, then done(time) is set to 1; steps with done == 0 are "
@@ -1104,7 +1123,11 @@ def add_parser(sub) -> None:
         "batch", help="downscale a time range on a Dask cluster into one resumable CF Zarr store",
         description="Downscale every time from --start to --end (step --freq) over --region into one Zarr "
                     "store; one Dask task per time step.  Re-running the same command resumes.")
-    p.add_argument("--gcm", required=True, help="GCM source_id (pseudo-GCM, x6/x10/x20, MPI-ESM-LR, or a real source: ERA5-x20, ERA5-x10, NCEP-storm-1996, GFS-2.5deg)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--gcm", help="GCM source_id (pseudo-GCM, x6/x10/x20, MPI-ESM-LR, or a real source: "
+                                   "ERA5-x20, ERA5-x10, NCEP-storm-1996, GFS-2.5deg)")
+    src.add_argument("--gcm-file", nargs="+", metavar="FILE",
+                     help="your own input files instead of --gcm (NetCDF, GRIB or Zarr; as zssd downscale)")
     p.add_argument("--start", required=True, help="first time, ISO (e.g. 2022-08-01T00)")
     p.add_argument("--end", required=True, help="last time, ISO (inclusive)")
     p.add_argument("--freq", default="6h", help="time step, pandas frequency (default 6h)")
@@ -1129,7 +1152,7 @@ def add_parser(sub) -> None:
 
 
 def _command(args) -> str:
-    parts = ["zssd", "batch"]
+    parts = ["zssd", "batch"] + (["--gcm-file", *map(str, args.gcm_file)] if getattr(args, "gcm_file", None) else [])
     for k in ("gcm", "start", "end", "freq", "region", "method", "members", "steps", "seed", "guidance_scale",
               "checkpoint", "out", "scheduler", "workers", "threads_per_worker", "torch_threads"):
         v = getattr(args, k, None)
@@ -1139,7 +1162,14 @@ def _command(args) -> str:
 
 
 def spec_from_args(args) -> BatchSpec:
-    return BatchSpec(gcm=args.gcm, start=args.start, end=args.end, region=args.region, method=args.method,
+    files = tuple(str(f) for f in (getattr(args, "gcm_file", None) or ()))
+    if files:
+        from .user_files import user_source_name
+
+        gcm = user_source_name(files)
+    else:
+        gcm = args.gcm
+    return BatchSpec(gcm=gcm, gcm_files=files, start=args.start, end=args.end, region=args.region, method=args.method,
                      freq=args.freq, members=args.members, steps=args.steps, seed=args.seed,
                      checkpoint=args.checkpoint, guidance_scale=args.guidance_scale)
 

@@ -243,17 +243,36 @@ def machine_info() -> str:
 def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, members: int = 1,
              seed: int = 0, checkpoint: str | None = None, guidance_scales: dict[str, float] | None = None,
              size_px: int = 128, prior=None, world_seed: int = 0,
-             progress: Callable[[str], Any] | None = None, keep_case: int | None = None) -> dict[str, Any]:
+             progress: Callable[[str], Any] | None = None, keep_case: int | None = None,
+             gcm_files: Sequence[str] | None = None, reference_files: Sequence[str] | None = None,
+             user_cases: Sequence[tuple[str, str, Region]] | None = None, time_tolerance=None) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able dict (plus ``"_outputs"`` if ``keep_case`` is set).
 
-    ``progress(message)`` is called once per (case, method).
+    ``progress(message)`` is called once per (case, method).  A user's own paired evaluation:
+    ``gcm_files`` (the input), ``reference_files`` (the truth; scored at its own points, see
+    :func:`engine.user_files.user_reference`) and ``user_cases`` ``(name, time, region)``; ``task``
+    is then only a label.
     """
     from . import pipeline as P
     from .metrics import score
     from .samplers import default_guidance_scale
     from .samplers.common import check_steps
 
-    source = parse_task(task)
+    user = gcm_files is not None
+    if user:
+        from pathlib import Path
+
+        from .gcm import open_files
+        from .user_files import user_reference, user_source_name
+
+        if not reference_files or not user_cases:
+            raise ValueError("an evaluation of your own files needs --reference-file and cases (--times/--regions)")
+        source = user_source_name(gcm_files)
+        files = {source: [Path(f) for f in gcm_files]}
+        ref_all = open_files([Path(f) for f in reference_files])
+    else:
+        source = parse_task(task)
+        files = None
     methods = list(methods)
     for m in methods:
         P.check_method(m)
@@ -264,13 +283,17 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     if needs_prior and prior is None:
         prior = P.load_prior(checkpoint)
     world = P.get_world(world_seed)
-    real = source in PAIRED_REAL
-    case_list = real_evaluation_cases(cases) if real else evaluation_cases(cases, seed, size_px, world)
+    real = source in PAIRED_REAL or user
+    if user:
+        case_list = [EvalCase(n, pd.Timestamp(t), r) for n, t, r in user_cases]
+    else:
+        case_list = real_evaluation_cases(cases) if real else evaluation_cases(cases, seed, size_px, world)
     unavailable: dict[str, str] = {}
     if real and "bcsd" in methods:
         methods = [m for m in methods if m != "bcsd"]
         unavailable["bcsd"] = ("BCSD needs years of input/reference pairs per calendar month to train its quantile "
-                               "maps; the real ERA5 week has 24 times, so it is not run (not faked)")
+                               "maps; " + ("your files are scored case by case" if user else
+                                           "the real ERA5 week has 24 times") + ", so it is not run (not faked)")
     ens_sizes = sorted({k for k in (1, 4, 8) if k < members} | {members})
     scales = {}
     for m in ("zssd", "dps"):
@@ -284,7 +307,10 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     outputs: dict[str, Any] = {}
     t_all = _time.perf_counter()
     for ci, ec in enumerate(case_list):
-        case = P.prepare_case(source, ec.time, ec.region, world=world)
+        case = P.prepare_case(source, ec.time, ec.region, world=world, files=files, time_tolerance=time_tolerance)
+        if user:  # the user's truth, at its own points
+            case.reference = user_reference(ref_all, ec.time, case.fine, tolerance=time_tolerance)
+            case.paired = True
         ref = case.reference
         if keep_case == ci:
             outputs["reference"] = ref
@@ -340,15 +366,18 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                                                    "sha256": P.prior_sha256(prior)}),
         "case_list": [f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}" for c in case_list],
         "heldout_years": list(HELDOUT_YEARS),
-        "reference": (REAL_SOURCES[source].description if real else "demo world (synthetic), held-out years"),
+        "reference": (f"your reference file(s) {', '.join(map(str, reference_files))}" if user else
+                      REAL_SOURCES[source].description if real else "demo world (synthetic), held-out years"),
         "score_definition": ("cos-lat weighted MAE/RMSE/P99 (0.99 area quantile of |error|) of the ensemble mean "
-                             + ("vs real ERA5 at its 1° points (the 0.25° output taken at exactly those points)"
+                             + ("vs the reference at its own points (the 0.25° output taken at exactly those points "
+                                "when they lie on the 0.25° lattice, else interpolated bilinearly to them)" if user else
+                                "vs real ERA5 at its 1° points (the 0.25° output taken at exactly those points)"
                                 if real else "vs the demo-world reference") + ", mean over cases"),
         "machine": machine_info(),
         "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
         "seconds_total": round(_time.perf_counter() - t_all, 2),
     }
-    if real:
+    if real and not user:
         out["tuning_times_excluded"] = [str(pd.Timestamp(t)) for i, t in enumerate(era5_week()["time"].values)
                                         if i in REAL_TUNING_TIMES]
         out["credit"] = REAL_SOURCES[source].credit
@@ -385,7 +414,8 @@ def markdown_table(res: dict[str, Any]) -> str:
                 methods.append(m)
     head = "| method | " + " | ".join(f"{v} MAE | {v} RMSE | {v} P99" for v in vs) + " | s/sample |"
     sep = "|---|" + "---|" * (3 * len(vs)) + "---|"
-    what = "real-weather cases (reference: ERA5 at its 1° points)" if res["task"] in REAL_TASKS else "held-out cases"
+    what = ("real-weather cases (reference: ERA5 at its 1° points)" if res["task"] in REAL_TASKS else
+            "cases of your files" if str(res.get("source_id", "")).startswith("file:") else "held-out cases")
     rows = [f"**{res['task']}** — {res['cases']} {what}, {res.get('steps')} steps, "
             f"{res.get('members', 1)} member(s); scores of the ensemble mean", "", head, sep]
     for m in methods:
@@ -447,8 +477,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score downscaling methods on held-out demo cases",
                        description="Score methods on held-out demo cases (years " +
                                    ", ".join(map(str, HELDOUT_YEARS)) + "); prints a Markdown table.")
-    p.add_argument("--task", required=True, help="x6 | x10 | x20 | gcm:NAME (a pseudo-GCM) | era5-x20 | era5-x10 "
-                                                 "(real ERA5 week, scored at its 1° points)")
+    p.add_argument("--task", default=None, help="x6 | x10 | x20 | gcm:NAME (a pseudo-GCM) | era5-x20 | era5-x10 "
+                                                "(real ERA5 week, scored at its 1° points); or use --gcm-file")
+    p.add_argument("--gcm-file", nargs="+", metavar="FILE", help="your own input files (NetCDF, GRIB or Zarr; as "
+                   "zssd downscale --gcm-file) instead of --task; needs --reference-file and cases")
+    p.add_argument("--reference-file", nargs="+", metavar="FILE",
+                   help="the truth for --gcm-file (e.g. your ERA5 at 0.25° or 1°); scored at its own points")
+    p.add_argument("--times", default=None, help="with --gcm-file: comma-separated ISO times")
+    p.add_argument("--regions", default=None, help="with --gcm-file: 'S,N,W,E;S,N,W,E' (every time on every region)")
+    p.add_argument("--cases-file", default=None, help="with --gcm-file: TOML with [[case]] time=…, region=…, name=…")
+    p.add_argument("--time-tolerance", default=None, help="with --gcm-file: largest distance to the nearest step")
     p.add_argument("--methods", default="bilinear,lapse,bcsd,ddrm,dps,zssd", help="comma-separated methods")
     p.add_argument("--cases", type=int, default=8, help="number of cases (half catalog cyclones, half random)")
     p.add_argument("--steps", type=int, default=100, help="sampler steps")
@@ -486,19 +524,44 @@ def run(args) -> int:
         raise ValueError("--methods is empty")
     for m in methods:
         check_method(m)
-    parse_task(args.task)
+    user_cases = None
+    if args.gcm_file:
+        from .user_files import parse_cases
+
+        if args.task:
+            raise ValueError("give --task or --gcm-file, not both")
+        if not args.reference_file:
+            raise ValueError("--gcm-file needs --reference-file (the truth to score against)")
+        for f in list(args.gcm_file) + list(args.reference_file):
+            if not os.path.exists(f):
+                raise FileNotFoundError(f"{f} not found")
+        user_cases = parse_cases(args.times, args.regions, args.cases_file)
+    elif not args.task:
+        raise ValueError("give --task NAME or --gcm-file FILE … --reference-file FILE …")
+    else:
+        parse_task(args.task)
     scales = _parse_scales(args.guidance_scale)
     out_dir = os.path.dirname(os.path.abspath(args.json))
     if not os.path.isdir(out_dir):
         raise FileNotFoundError(f"output directory {out_dir} does not exist")
     prog = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    res = evaluate(args.task, methods, args.cases, args.steps, args.members, args.seed, args.checkpoint, scales,
-                   args.region_px, progress=prog)
+    res = evaluate(args.task or "files", methods, args.cases, args.steps, args.members, args.seed, args.checkpoint,
+                   scales, args.region_px, progress=prog, gcm_files=args.gcm_file,
+                   reference_files=args.reference_file, user_cases=user_cases, time_tolerance=args.time_tolerance)
     res["command"] = "zssd evaluate " + " ".join(
         f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("task", "methods", "cases", "steps", "members",
-                                                                 "seed", "region_px", "json")
+                                                                 "seed", "region_px", "json", "times", "regions",
+                                                                 "cases_file", "time_tolerance")
+        if getattr(args, k, None) is not None
     ) + (f" --guidance-scale {args.guidance_scale}" if args.guidance_scale else "") + (
         f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+    if args.gcm_file:
+        res["command"] += (" --gcm-file " + " ".join(args.gcm_file) + " --reference-file "
+                           + " ".join(args.reference_file))
     write_json_atomic(res, args.json)
-    print(markdown_table(res))
+    md = markdown_table(res)
+    from .pipeline import _write_atomic
+
+    _write_atomic(os.path.splitext(args.json)[0] + ".md", lambda tmp: tmp.write_text(md + "\n"))
+    print(md)
     return 0

@@ -85,7 +85,9 @@ def at_reference_points(pred: XrObj, ref: XrObj) -> XrObj:
 
     A reference on coarser points that lie on the prediction's grid (the real ERA5 week: its 1°
     points are every 4th 0.25° point) is scored at exactly those points, without interpolation.
-    Otherwise ``pred`` is returned unchanged (and :func:`_err` demands identical coordinates).
+    A reference marked ``attrs["score_at"] = "interpolated points"`` (a user's reference off the
+    0.25° lattice) gets ``pred`` interpolated bilinearly to its points.  Otherwise ``pred`` is
+    returned unchanged (and :func:`_err` demands identical coordinates).
     """
     la = _lat_name(ref)
     lo = "lon" if la == "lat" else "longitude"
@@ -96,6 +98,8 @@ def at_reference_points(pred: XrObj, ref: XrObj) -> XrObj:
     try:
         return pred.sel({la: ref[la].values, lo: ref[lo].values}, method="nearest", tolerance=1e-6)
     except KeyError as exc:
+        if ref.attrs.get("score_at") == "interpolated points":  # a user's off-lattice reference (documented)
+            return pred.interp({la: ref[la].values, lo: ref[lo].values}, method="linear")
         raise DataError(f"the reference points are not on the prediction's grid: {exc}") from exc
 
 

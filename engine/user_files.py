@@ -146,3 +146,78 @@ def field_on_region(ds: xr.Dataset, source_id: str, time, region: Region, margin
              "source_file": str(ds.attrs.get("source_file", "")), "region": region.as_text(),
              "selected_time": t_used}
     return _to_dataset(vals, sub, time, attrs)
+
+
+# ------------------------------------------------------------------ a user's reference
+def user_reference(ref: xr.Dataset, time, fine, tolerance=None) -> xr.Dataset:
+    """A user's reference at its own points inside the 0.25° grid ``fine``, at the step nearest ``time``.
+
+    Points whose centres lie inside the fine grid's span are kept, with longitudes in the fine
+    grid's frame.  If they lie on the 0.25° lattice (e.g. ERA5 at 0.25° or its every-4th-point
+    1° subsample) the output is scored at exactly those points; otherwise the output is
+    interpolated bilinearly to them (``attrs["score_at"]`` says which).
+
+    Raises
+    ------
+    DataError
+        No time step within ``tolerance``, or a reference that does not cover the region
+        (its points must reach within one of its own cells of every edge).
+    """
+    from .readers import select_time
+
+    src = ref.attrs.get("source_file", "reference")
+    step = select_time(ref, time, tolerance=tolerance) if "time" in ref.dims else ref
+    lat = np.asarray(step["lat"].values, dtype=np.float64)
+    lon = np.asarray(step["lon"].values, dtype=np.float64)
+    lon_f = fine.lon[0] + np.mod(lon - fine.lon[0], 360.0)
+    s, n = float(fine.lat.min()), float(fine.lat.max())
+    w, e = float(fine.lon[0]), float(fine.lon[-1])
+    li = np.nonzero((lat >= s - 1e-6) & (lat <= n + 1e-6))[0]
+    lo = np.nonzero(lon_f <= e + 1e-6)[0]
+    dlat = float(np.median(np.abs(np.diff(lat)))) if lat.size > 1 else 180.0
+    dlon = float(np.median(np.abs(np.diff(lon)))) if lon.size > 1 else 360.0
+    covers = (li.size > 0 and lo.size > 0 and lat[li].min() <= s + dlat and lat[li].max() >= n - dlat
+              and lon_f[lo].min() <= w + dlon and lon_f[lo].max() >= e - dlon)
+    if not covers:
+        raise data_error(f"the reference does not cover the region {fine.lat.min():g}..{fine.lat.max():g}°N, "
+                         f"{w:g}..{e:g}°E (it spans {lat.min():g}..{lat.max():g}°N, "
+                         f"{lon.min():g}..{lon.max():g}°E)", file=src)
+    order = lo[np.argsort(lon_f[lo])]
+    sub = step.isel(lat=li, lon=order).assign_coords(lon=lon_f[order])
+    sub = sub[[v for v in VARIABLES if v in sub.data_vars]]
+    on_grid = bool(np.allclose(sub["lat"].values * 4, np.round(sub["lat"].values * 4), atol=1e-6)
+                   and np.allclose(sub["lon"].values * 4, np.round(sub["lon"].values * 4), atol=1e-6))
+    sub = sub.drop_vars([c for c in sub.coords if c not in ("lat", "lon", "time")])
+    for v in sub.data_vars:
+        sub[v].attrs["score_at"] = "points" if on_grid else "interpolated points"
+    sub.attrs = {"source": f"reference file(s) {src}", "paired": 1, "real": 1,
+                 "points": f"the reference's own {sub.sizes['lat']}x{sub.sizes['lon']} points",
+                 "score_at": "points" if on_grid else "interpolated points",
+                 "selected_time": str(step["time"].values) if "time" in step.coords else ""}
+    return sub
+
+
+def parse_cases(times: str | None, regions: str | None, cases_file: str | None) -> list[tuple[str, str, Region]]:
+    """``(name, time, region)`` from ``--times a,b --regions 'S,N,W,E;S,N,W,E'`` (every pair) or a TOML file
+    with ``[[case]]`` tables holding ``time``, ``region`` and optionally ``name``."""
+    out: list[tuple[str, str, Region]] = []
+    if cases_file:
+        import tomllib
+
+        try:
+            data = tomllib.loads(Path(cases_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise DataError(f"--cases-file {cases_file}: {exc}") from None
+        for k, c in enumerate(data.get("case", [])):
+            if "time" not in c or "region" not in c:
+                raise DataError(f"--cases-file {cases_file}: case {k + 1} needs 'time' and 'region'")
+            out.append((str(c.get("name", f"case-{k + 1:02d}")), str(c["time"]), Region.parse(str(c["region"]))))
+    if times or regions:
+        if not (times and regions):
+            raise DataError("give both --times and --regions (every time is scored on every region)")
+        ts = [t.strip() for t in times.split(",") if t.strip()]
+        rs = [Region.parse(r.strip()) for r in regions.split(";") if r.strip()]
+        out += [(f"{r.as_text()} {t}", t, r) for r in rs for t in ts]
+    if not out:
+        raise DataError("no cases: give --times and --regions, or --cases-file")
+    return out
