@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays", "cyclone_metrics"]
+__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays", "cyclone_metrics", "radial_profile"]
 
 R_EARTH_KM = 6371.0
 
@@ -217,3 +217,23 @@ def cyclone_metrics(pred_msl: np.ndarray, ref_msl: np.ndarray, lat: np.ndarray, 
         "ref_centre": (r_lat, r_lon, r_p / 100.0), "pred_centre": (p_lat, p_lon, p_p / 100.0),
         "detected": bool(detected), "hit": bool(hit),
     }
+
+
+def radial_profile(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, centre: tuple[float, float],
+                   max_km: float = 1000.0, bin_km: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """Ring means of ``field`` (nlat, nlon) by great-circle distance from ``centre``: ``(radius_km, mean)``.
+
+    Bins ``[0, bin_km), [bin_km, 2 bin_km) …`` up to ``max_km``; the radius is the bin centre;
+    a bin without a finite value gives NaN.
+    """
+    lat2, lon2 = np.meshgrid(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64), indexing="ij")
+    d = _great_circle_km(centre[0], centre[1], lat2, lon2)
+    f = np.asarray(field, dtype=np.float64)
+    edges = np.arange(0.0, max_km + bin_km, bin_km)
+    k = np.digitize(d.ravel(), edges) - 1
+    ok = np.isfinite(f.ravel()) & (k >= 0) & (k < edges.size - 1)
+    sums = np.bincount(k[ok], weights=f.ravel()[ok], minlength=edges.size - 1)
+    counts = np.bincount(k[ok], minlength=edges.size - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return 0.5 * (edges[:-1] + edges[1:]), mean

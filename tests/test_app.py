@@ -427,3 +427,40 @@ def test_engine_never_imports_panel():
     code = ("import sys, engine.serve_cmd, engine.pipeline, engine.cyclones; "
             "assert 'panel' not in sys.modules and 'bokeh' not in sys.modules, 'panel imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_ensemble_run_shows_members_mean_spread_and_the_cyclone_panel(config):
+    """An ensemble run on the real cyclone case: member/mean/spread views, CRPS and spread-skill, cyclone tab."""
+    from zssd_app.views.cyclone import CycloneView, cyclone_analysis
+    from zssd_app.views.maps import MapsView
+
+    s = AppState(config=config, queue=RunQueue(1))
+    assert s.pick_case(s.default_case_name())
+    s.param.update(members=3, steps=3)
+    assert s.run(sync=True).status == "done"
+    s.poll()
+    assert s.live_final and s.result_meta["members"] == 3
+    m = MapsView(state=s)
+    s.result_member = 2
+    assert m._data("live")["title"].endswith("member 2 of 3")
+    s.result_view = "mean"
+    assert "ensemble mean of 3" in m._data("live")["title"]
+    s.result_view = "spread"
+    spread = m._data("live")
+    assert "spread" in spread["title"] and spread["cmap"] == "viridis"
+    assert np.nanmin(spread["values"]) >= 0 and np.nanmax(spread["values"]) > 0
+    table = s.metrics_table("t2m")
+    assert "Spread–skill" in table.columns and any("(ensemble)" in str(x) for x in table.iloc[:, 4])
+    mae = table.set_index("Method").loc["Bilinear"].iloc[0]
+    assert table.set_index("Method").loc["Bilinear"].iloc[3] == mae  # a deterministic field: CRPS = MAE
+    a = cyclone_analysis(s)
+    assert a is not None and a["real"]
+    assert {"Reference", "Bilinear", "Bilinear + lapse"} <= set(a["curves"]["msl"])
+    assert sum("member" in k for k in a["curves"]["msl"]) == 3
+    assert len(a["table"]) == 2 + 3 and set(a["table"]["Hit (2°, 8 hPa)"]) <= {"yes", "no"}
+    # the reference's own profile: the pressure rises away from the centre
+    r, p = a["curves"]["msl"]["Reference"]
+    assert p[0] < p[np.isfinite(p)][-1] - 10
+    view = CycloneView(state=s)
+    assert "ERA5-TC" in view._title.object and view._profiles.object is not None
+    assert pn.panel(view).get_root() is not None

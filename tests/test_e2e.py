@@ -158,7 +158,7 @@ def maps_png(page) -> bytes:
 
 def test_page_loads_with_all_tabs(server, browser):
     ctx, page, errors = _open(browser, server)
-    for tab in ("Downscale", "Spectra & metrics", "Teaching view", "About"):
+    for tab in ("Downscale", "Spectra & metrics", "Teaching view", "Cyclone", "About"):
         assert page.get_by_text(tab, exact=True).first.is_visible()
     assert page.get_by_text("ZSSD Explorer").first.is_visible()
     assert page.get_by_text("Untrained demo network").first.is_visible()

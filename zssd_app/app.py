@@ -25,6 +25,7 @@ from zssd_app.state import POLL_MS, AppState
 from zssd_app.views.about import AboutView
 from zssd_app.views.common import configure_cartopy
 from zssd_app.views.controls import Controls
+from zssd_app.views.cyclone import CycloneView
 from zssd_app.views.export import export_widgets
 from zssd_app.views.maps import MapsView
 from zssd_app.views.spectra import SpectraView
@@ -32,7 +33,7 @@ from zssd_app.views.teaching import TeachingView
 
 __all__ = ["create_app", "TAB_NAMES"]
 
-TAB_NAMES = ("Downscale", "Spectra & metrics", "Teaching view", "About")
+TAB_NAMES = ("Downscale", "Spectra & metrics", "Teaching view", "Cyclone", "About")
 ACCENT = "#1f4e79"
 
 _CSS = """
@@ -94,11 +95,25 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     spectra = SpectraView(state=state)
     teaching = TeachingView(state=state)
     about = AboutView(state=state)
+    cyclone = CycloneView(state=state)
 
     variable = pn.widgets.RadioButtonGroup.from_param(
         state.param.variable, options={"2 m temperature": "t2m", "Sea-level pressure": "msl",
                                        "10 m wind (speed + arrows)": "wind"},
         color="primary", variant="outline", label="Variable")
+    # after an ensemble run: the result panel shows one member, the ensemble mean or the spread
+    result_view = pn.widgets.RadioButtonGroup.from_param(
+        state.param.result_view, options={"Member": "member", "Ensemble mean": "mean", "Spread (std)": "spread"},
+        button_type="primary", button_style="outline", name="Result")
+    member = pn.widgets.IntSlider.from_param(state.param.result_member, name="Member", width=160)
+    ensemble_row = pn.Row(pn.pane.Markdown("**Ensemble result**", margin=(2, 5, 0, 10)), result_view, member,
+                          visible=False, sizing_mode="stretch_width")
+
+    def on_result(*_):
+        n = int(state.result_meta.get("members", 1)) if state.result is not None else 1
+        ensemble_row.visible = n > 1 and state.live_final
+        member.end = max(n, 2)
+    state.param.watch(on_result, ["status", "frame_version"])
     banner = pn.pane.Alert(f"⚠ {state.prior_warning}", alert_type="warning",
                            visible=bool(state.prior_warning), sizing_mode="stretch_width", margin=(0, 10))
     state.param.watch(lambda e: banner.param.update(object=f"⚠ {e.new}",
@@ -107,13 +122,14 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
         pn.Row(pn.pane.Markdown("**Variable**", margin=(2, 5, 0, 10)), variable, pn.layout.HSpacer(),
                pn.pane.Markdown("**Export**", margin=(2, 5, 0, 10)), export_widgets(state),
                sizing_mode="stretch_width"),
-        maps, sizing_mode="stretch_width")
+        ensemble_row, maps, sizing_mode="stretch_width")
     tabs = pn.Tabs((TAB_NAMES[0], downscale), (TAB_NAMES[1], spectra), (TAB_NAMES[2], teaching),
-                   (TAB_NAMES[3], about), dynamic=False, sizing_mode="stretch_width")
+                   (TAB_NAMES[3], cyclone), (TAB_NAMES[4], about), dynamic=False, sizing_mode="stretch_width")
 
     def on_tab(event=None):
         spectra.active = tabs.active == 1
         teaching.active = tabs.active == 2
+        cyclone.active = tabs.active == 3
     tabs.param.watch(on_tab, "active")
     on_tab()
 
@@ -129,7 +145,8 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     # keep handles for tests
     template.zssd_state = state
     template.zssd_views = {"controls": controls, "maps": maps, "spectra": spectra, "teaching": teaching,
-                           "about": about, "tabs": tabs, "variable": variable, "banner": banner}
+                           "about": about, "cyclone": cyclone, "tabs": tabs, "variable": variable, "banner": banner,
+                           "ensemble": ensemble_row}
     if _in_server_session():
         pn.state.add_periodic_callback(state.poll, period=POLL_MS)
         pn.state.on_session_destroyed(lambda ctx: state.cancel_all())

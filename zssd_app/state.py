@@ -251,6 +251,9 @@ class AppState(param.Parameterized):
     guidance_auto = param.Boolean(default=True, doc="use the tuned guidance scale for the method and steps")
     guidance_scale = param.Number(default=1.0, bounds=(0.0, None), softbounds=(0.0, 20.0))
     members = param.Integer(default=1, bounds=(1, 8))
+    result_view = param.Selector(default="member", objects=["member", "mean", "spread"],
+                                 doc="what the result panel shows after an ensemble run")
+    result_member = param.Integer(default=1, bounds=(1, 8), doc="which member the result panel shows")
     seed = param.Integer(default=0, bounds=(0, 2 ** 31 - 1))
 
     # ---- what the views show (set by the state only)
@@ -798,6 +801,54 @@ class AppState(param.Parameterized):
         return xr.Dataset({v: (("lat", "lon"), self.live[i]) for i, v in enumerate(names)},
                           coords={"lat": f.lat, "lon": f.lon})
 
+    def result_display(self):
+        """``(dataset, title)`` for the result panel of a finished ensemble run, per :attr:`result_view`.
+
+        ``None`` while running, for one member or before a run: the panel then shows x̂0 / the sample.
+        """
+        r = self.result
+        n = int(self.result_meta.get("members", 1))
+        if r is None or not self.live_final or n < 2:
+            return None
+        import xarray as xr
+
+        names = [v for v in ("t2m", "msl", "u10", "v10") if v in r]
+        meth = self.result_meta.get("method", self.method)
+        if self.result_view == "mean":
+            return xr.Dataset({v: r[v].isel(time=0) for v in names}), f"{meth} ensemble mean of {n}"
+        if self.result_view == "spread":
+            ds = xr.Dataset({v: r[f"{v}_spread"].isel(time=0) for v in names})
+            if "u10" in ds and "v10" in ds:  # the spread of the wind speed, shown as the 'wind' field
+                sp = np.hypot(r["u10_members"], r["v10_members"]).isel(time=0).std("member", ddof=1)
+                ds["u10"], ds["v10"] = sp, xr.zeros_like(sp)
+            return ds, f"{meth} ensemble spread (std over {n} members)"
+        k = min(max(int(self.result_member), 1), n)
+        return (xr.Dataset({v: r[f"{v}_members"].isel(time=0, member=k - 1) for v in names}),
+                f"{meth} result, member {k} of {n}")
+
+    def ensemble_scores(self, key: str) -> dict | None:
+        """CRPS and spread–skill of the finished ensemble against the reference (display units), or None."""
+        r, c = self.result, self.case
+        if r is None or c is None or not c.paired or int(self.result_meta.get("members", 1)) < 2:
+            return None
+        from engine.probabilistic import crps, spread_skill
+
+        from .views.common import DISPLAY
+
+        d = DISPLAY[key]
+        if key == "wind":
+            if not all(f"{v}_members" in r for v in ("u10", "v10")) or "u10" not in c.reference:
+                return None
+            mem = np.hypot(r["u10_members"], r["v10_members"]).isel(time=0)
+            ref = np.hypot(c.reference["u10"], c.reference["v10"])
+        else:
+            if f"{key}_members" not in r or key not in c.reference:
+                return None
+            mem = r[f"{key}_members"].isel(time=0) * d.scale + d.offset
+            ref = c.reference[key] * d.scale + d.offset
+        ref = ref.assign_attrs(c.reference[key if key != "wind" else "u10"].attrs)
+        return {"crps": crps(mem, ref), "spread_skill": spread_skill(mem, ref)["ratio"]}
+
     def metrics_table(self, key: str | None = None):
         """Rows of MAE/RMSE/P99 error vs the reference for the display variable (pandas DataFrame)."""
         import pandas as pd
@@ -831,8 +882,10 @@ class AppState(param.Parameterized):
             lab = self.result_meta.get("method", self.method)
             lab += " (final, member 1)" if self.live_final else f" (x̂0 at step {self.step}/{self.n_steps})"
             cands.append((lab, live))
+        ens = None
         if self.result is not None and self.result_meta.get("members", 1) > 1:
             cands.append((f"{self.result_meta.get('method')} ensemble mean", self.result))
+            ens = self.ensemble_scores(key)
         for name, ds in cands:
             if ds is None:
                 err = self.baseline_errors.get({"Bilinear + lapse": "lapse"}.get(name, name.lower()))
@@ -845,9 +898,14 @@ class AppState(param.Parameterized):
                 continue
             r = da(ref, cref["lat"].values, cref["lon"].values)
             p = metrics.at_reference_points(da(a), r)
-            rows.append({"Method": name, cols[0]: f"{float(metrics.mae(p, r)):.3g}",
-                         cols[1]: f"{float(metrics.rmse(p, r)):.3g}",
-                         cols[2]: f"{float(metrics.p99_error(p, r)):.3g}"})
+            mae = float(metrics.mae(p, r))
+            row = {"Method": name, cols[0]: f"{mae:.3g}", cols[1]: f"{float(metrics.rmse(p, r)):.3g}",
+                   cols[2]: f"{float(metrics.p99_error(p, r)):.3g}"}
+            if ens is not None:  # a deterministic field's CRPS is its MAE: one column for every row
+                is_ens = name.endswith("ensemble mean")
+                row[f"CRPS ({d.units})"] = f"{ens['crps']:.3g} (ensemble)" if is_ens else f"{mae:.3g}"
+                row["Spread–skill"] = f"{ens['spread_skill']:.2f}" if is_ens else "–"
+            rows.append(row)
         return pd.DataFrame(rows)
 
     def export_netcdf(self) -> Path:

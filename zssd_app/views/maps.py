@@ -82,7 +82,7 @@ class MapsView(pn.viewable.Viewer):
         s.param.watch(lambda *_: self.rebuild(), ["case_version", "variable"])
         s.param.watch(lambda *_: self.push_live(), ["frame_version"])
         s.param.watch(lambda *_: self.push_baselines(), ["baseline_version"])
-        s.param.watch(lambda *_: self.push_live(), ["status"])
+        s.param.watch(lambda *_: self.push_live(), ["status", "result_view", "result_member"])
         self.rebuild()
 
     def __panel__(self):
@@ -131,6 +131,15 @@ class MapsView(pn.viewable.Viewer):
         if panel == "live":
             if live is None:
                 return {**base, "values": None, "title": f"{s.method} x̂0 (press Run)", "message": "press Run"}
+            ens = s.result_display()
+            if ens is not None:
+                vals, u, v = display_field(ens[0], key)
+                if s.result_view == "spread":  # a standard deviation: the display scale, not its offset (°C)
+                    sp = vals if key == "wind" or vals is None else vals - DISPLAY[key].offset
+                    hi = float(np.nanpercentile(sp, 99.5)) if sp is not None and np.isfinite(sp).any() else 1.0
+                    return {**base, "values": sp, "u": None, "v": None, "title": ens[1], "clim": (0.0, max(hi, 1e-6)),
+                            "cmap": "viridis"}
+                return {**base, "values": vals, "u": u, "v": v, "title": ens[1]}
             vals, u, v = display_field(live, key)
             if s.live_final:
                 title = f"{meth} result (member 1 of {s.result_meta.get('members', 1)})"
