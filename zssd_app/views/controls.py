@@ -19,8 +19,10 @@ W = 300
 
 def _case_options(state: AppState) -> dict[str, str]:
     opts = {"— custom GCM / time / region —": ""}
-    for c in sorted(state.catalog.values(), key=lambda c: c.peak_time):
-        label = f"{c.name} · {c.peak_time:%Y-%m-%d %H}Z · {c.peak_wind:.0f} m/s · {c.min_pressure / 100:.0f} hPa"
+    for c in sorted(state.catalog.values(), key=lambda c: (not getattr(c, "real", False), c.peak_time)):
+        kind = "real ERA5" if getattr(c, "real", False) else "demo"
+        label = (f"{c.name} · {c.peak_time:%Y-%m-%d %H}Z · {c.peak_wind:.0f} m/s · {c.min_pressure / 100:.0f} hPa "
+                 f"({kind})")
         opts[label] = c.name
     return opts
 
@@ -63,7 +65,7 @@ class Controls(pn.viewable.Viewer):
         super().__init__(**params)
         s = self.state
         # ---------------------------------------------------------- case
-        self.case_select = pn.widgets.Select(label="Tropical-cyclone case (held-out years 2021–2023)",
+        self.case_select = pn.widgets.Select(label="Tropical-cyclone case (real ERA5 first, then demo 2021–2023)",
                                              options=_case_options(s), value=s.case_name, width=W)
         self.gcm = pn.widgets.Select(label="GCM input", options={source_label(x): x for x in s.param.gcm.objects},
                                      value=s.gcm, width=W)

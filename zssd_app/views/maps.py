@@ -21,7 +21,7 @@ from .common import (DISPLAY, SOURCE_LABEL_SHORT, blocky, coast_element, display
 
 __all__ = ["MapsView", "PANELS", "map_plot"]
 
-PANELS = ("gcm", "ref", "bilinear", "lapse", "bcsd", "live", "diff")
+PANELS = ("gcm", "ref", "live", "bilinear", "lapse", "bcsd", "diff")
 FRAME_W = 235
 
 
@@ -180,7 +180,7 @@ class MapsView(pn.viewable.Viewer):
         d = DISPLAY[s.variable]
         self._pipes = {p: hv.streams.Pipe(data=self._data(p)) for p in PANELS}
         dmaps = [hv.DynamicMap(self._callback(bounds, coast), streams=[self._pipes[p]]) for p in PANELS]
-        layout = hv.Layout(dmaps).cols(4).opts(shared_axes=True, merge_tools=True)
+        layout = hv.Layout(dmaps).cols(3).opts(shared_axes=True, merge_tools=True)
         self._pane.object = layout
         paired = ("paired with **real ERA5**: the reference is ERA5 at its 1° points (each drawn as a 4×4 block; "
                   "scores use the points only); ERA5 © ECMWF/Copernicus, CC-BY 4.0" if c.real_reference else
