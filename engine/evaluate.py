@@ -200,9 +200,11 @@ def _cyclone_scores(ds, ref, near: tuple[float, float]) -> dict:
         da = da.mean("member") if member is None else da.isel(member=member)
         return at_reference_points(da, ref[name]).transpose("lat", "lon").values
 
+    if "time" in ref.dims:  # the demo world's reference carries a time axis of one
+        ref = ref.isel(time=0)
     lat, lon = ref["lat"].values, ref["lon"].values
     has_uv = all(v in ds and v in ref for v in ("u10", "v10"))
-    ref_uv = (ref["u10"].values, ref["v10"].values) if has_uv else None
+    ref_uv = (ref["u10"].transpose("lat", "lon").values, ref["v10"].transpose("lat", "lon").values) if has_uv else None
 
     def one(member):
         uv = (at("u10", member), at("v10", member)) if has_uv else None

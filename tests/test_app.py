@@ -464,3 +464,16 @@ def test_ensemble_run_shows_members_mean_spread_and_the_cyclone_panel(config):
     view = CycloneView(state=s)
     assert "ERA5-TC" in view._title.object and view._profiles.object is not None
     assert pn.panel(view).get_root() is not None
+
+
+def test_cyclone_panel_on_a_demo_cyclone_case(config):
+    """The demo world's reference carries a time axis: the cyclone analysis must work there too."""
+    from zssd_app.views.cyclone import cyclone_analysis
+
+    s = AppState(config=config, queue=RunQueue(1))
+    name = next(n for n, c in s.catalog.items() if not c.real)
+    assert s.pick_case(name), s.notifications
+    a = cyclone_analysis(s)
+    assert a is not None and not a["real"] and "Reference" in a["curves"]["msl"]
+    r, p = a["curves"]["msl"]["Reference"]
+    assert np.isfinite(p[:3]).all() and p[0] < np.nanmax(p)

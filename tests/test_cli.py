@@ -131,7 +131,13 @@ def test_evaluate_small(tmp_path, capsys):
     for v in VARIABLES:
         assert set(res["results"][v]) == {"bilinear", "ddrm"}
         for m in ("bilinear", "ddrm"):
-            assert set(res["results"][v][m]) == {"mae", "rmse", "p99", "seconds_per_sample"}
+            assert set(res["results"][v][m]) == {"mae", "rmse", "p99", "seconds_per_sample", "crps", "energy"}
+            if m == "bilinear":  # one member: CRPS = MAE, energy score = area RMSE
+                r = res["results"][v][m]
+                assert r["crps"] == pytest.approx(r["mae"]) and r["energy"] == pytest.approx(r["rmse"], rel=1e-4)
+    # the demo catalog cyclone case is scored as a cyclone (x6 keeps the storm in the input)
+    assert set(res["cyclones"]["summary"]) == {"bilinear", "ddrm"}
+    assert res["cyclones"]["summary"]["bilinear"]["samples"] == 1
     assert res["case_list"][0].split()[1][:4] in ("2021", "2022", "2023")
     assert {"command", "machine", "date", "steps", "guidance_scale", "checkpoint"} <= set(res)
 

@@ -104,7 +104,7 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     # after an ensemble run: the result panel shows one member, the ensemble mean or the spread
     result_view = pn.widgets.RadioButtonGroup.from_param(
         state.param.result_view, options={"Member": "member", "Ensemble mean": "mean", "Spread (std)": "spread"},
-        button_type="primary", button_style="outline", name="Result")
+        color="primary", variant="outline", name="Result")
     member = pn.widgets.IntSlider.from_param(state.param.result_member, name="Member", width=160)
     ensemble_row = pn.Row(pn.pane.Markdown("**Ensemble result**", margin=(2, 5, 0, 10)), result_view, member,
                           visible=False, sizing_mode="stretch_width")

@@ -55,11 +55,12 @@ def cyclone_analysis(state: AppState) -> dict | None:
     cat = state.catalog.get(state.case_name) if state.case_name else None
     if c is None or cat is None or "msl" not in c.reference:
         return None
-    ref = c.reference
+    ref = c.reference.isel(time=0) if "time" in c.reference.dims else c.reference
     lat, lon = ref["lat"].values, ref["lon"].values
     near = (cat.peak_lat, cat.peak_lon + 360.0 * np.round((float(lon.mean()) - cat.peak_lon) / 360.0))
     rmsl = np.asarray(ref["msl"].transpose("lat", "lon").values, dtype=np.float64)
-    ruv = (np.asarray(ref["u10"].values), np.asarray(ref["v10"].values)) if "u10" in ref else None
+    ruv = ((np.asarray(ref["u10"].transpose("lat", "lon").values), np.asarray(ref["v10"].transpose("lat", "lon").values))
+           if "u10" in ref else None)
     m0 = cyclone_metrics(rmsl, rmsl, lat, lon, near=near)
     centre = m0["ref_centre"][:2]
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {"msl": {}, "wind": {}}
