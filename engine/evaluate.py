@@ -43,6 +43,7 @@ import pandas as pd
 from .demo_world import HELDOUT_YEARS, DemoWorld
 from .gcm import PSEUDO_GCMS, REAL_FILES
 from .grids import PAIRED_TASKS, Region
+from .case_scores import add_probabilistic, cyclone_scores, cyclone_summary, summarise
 from .probabilistic import reliability_index
 from .real_sources import PAIRED_REAL, REAL_SOURCES, era5_week
 from .variables import VARIABLES
@@ -165,75 +166,6 @@ def real_evaluation_cases(n: int, n_cyclone: int = 3) -> list[EvalCase]:
     return out
 
 
-def _add_probabilistic(d: dict, rank_v: dict, method: str, members: "xarray.DataArray", ref: "xarray.DataArray") -> None:
-    """Append one case's CRPS, energy score (and spread; rank counts summed) to the accumulators."""
-    from .probabilistic import ensemble_scores
-
-    es = ensemble_scores(members, ref)
-    d.setdefault("crps", []).append(es["crps"])
-    d.setdefault("energy", []).append(es["energy"])
-    if "spread_skill" in es:
-        d.setdefault("spread", []).append(es["spread_skill"]["spread"])
-        counts = np.asarray(es["rank_hist"])
-        rank_v[method] = rank_v.get(method, 0) + counts
-
-
-def _summarise(d: dict[str, list[float]], members: int) -> dict[str, float]:
-    """Means over cases; the spread as an RMS over cases and the spread–skill ratio from the pooled
-    spread and ensemble-mean RMSE, with the finite-ensemble factor sqrt((m+1)/m)."""
-    out = {k: float(np.mean(x)) for k, x in d.items() if k != "spread"}
-    if "spread" in d and members > 1:
-        spread = float(np.sqrt(np.mean(np.square(d["spread"]))))
-        rmse = float(np.sqrt(np.mean(np.square(d["rmse"]))))
-        out["spread"] = spread
-        out["spread_skill"] = float(np.sqrt((members + 1) / members) * spread / rmse) if rmse > 0 else float("nan")
-    return out
-
-
-def _cyclone_scores(ds, ref, near: tuple[float, float]) -> dict:
-    """Cyclone metrics of every member and of the ensemble mean, at the reference's points."""
-    from .cyclones import cyclone_metrics
-    from .metrics import at_reference_points
-
-    def at(name, member=None):
-        da = ds[f"{name}_members"].isel(time=0)
-        da = da.mean("member") if member is None else da.isel(member=member)
-        return at_reference_points(da, ref[name]).transpose("lat", "lon").values
-
-    if "time" in ref.dims:  # the demo world's reference carries a time axis of one
-        ref = ref.isel(time=0)
-    lat, lon = ref["lat"].values, ref["lon"].values
-    has_uv = all(v in ds and v in ref for v in ("u10", "v10"))
-    ref_uv = (ref["u10"].transpose("lat", "lon").values, ref["v10"].transpose("lat", "lon").values) if has_uv else None
-
-    def one(member):
-        uv = (at("u10", member), at("v10", member)) if has_uv else None
-        return cyclone_metrics(at("msl", member), ref["msl"].transpose("lat", "lon").values, lat, lon, uv, ref_uv,
-                               near=near)
-    n = ds.sizes["member"]
-    return {"members": [one(k) for k in range(n)], "ensemble_mean": one(None)}
-
-
-def _cyclone_summary(cyclones: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
-    """Per method over every cyclone case and member: mean errors, detection and hit rates."""
-    acc: dict[str, list[dict]] = {}
-    for per_method in cyclones.values():
-        for m, r in per_method.items():
-            acc.setdefault(m, []).extend(r["members"])
-    out = {}
-    for m, rows in acc.items():
-        def mean(k, f=abs):
-            vals = [f(r[k]) for r in rows if np.isfinite(r[k])]
-            return float(np.mean(vals)) if vals else float("nan")
-        out[m] = {"samples": len(rows), "position_error_km": mean("position_error_km"),
-                  "abs_pressure_error_hpa": mean("pressure_error_hpa"),
-                  "pressure_error_hpa": mean("pressure_error_hpa", float),
-                  "abs_max_wind_error": mean("max_wind_error"),
-                  "detection_rate": float(np.mean([r["detected"] for r in rows])),
-                  "hit_rate": float(np.mean([r["hit"] for r in rows]))}
-    return out
-
-
 def machine_info() -> str:
     import torch
 
@@ -337,9 +269,9 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                 d["p99"].append(float(s.p99))
                 d["seconds_per_sample"].append(secs)
             for v in vs:  # the ensemble as an ensemble (a baseline's one member: CRPS = MAE)
-                _add_probabilistic(per[v][m], rank.setdefault(v, {}), m, ds[f"{v}_members"].isel(time=0), ref[v])
+                add_probabilistic(per[v][m], rank.setdefault(v, {}), m, ds[f"{v}_members"].isel(time=0), ref[v])
             if ec.cyclone and "msl" in vs:
-                cyclones.setdefault(ec.name, {})[m] = _cyclone_scores(ds, ref, ec.region.centre)
+                cyclones.setdefault(ec.name, {})[m] = cyclone_scores(ds, ref, ec.region.centre)
             if m in P.DIFFUSION_METHODS and members > 1:
                 for k in ens_sizes:
                     mean_k = ds[[f"{v}_members" for v in vs]].isel(member=slice(0, k)).mean("member")
@@ -352,7 +284,7 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                         dk["p99"].append(float(s.p99))
             if keep_case == ci:
                 outputs[m] = ds
-    results = {v: {m: _summarise(d, members if m in P.DIFFUSION_METHODS else 1) for m, d in dm.items()}
+    results = {v: {m: summarise(d, members if m in P.DIFFUSION_METHODS else 1) for m, d in dm.items()}
                for v, dm in per.items()}
     out: dict[str, Any] = {
         "task": task,
@@ -389,7 +321,7 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
         out["rank_hist"] = {v: {m: {"counts": c.tolist(), "reliability_index": reliability_index(c)}
                                 for m, c in dm.items()} for v, dm in rank.items()}
     if cyclones:
-        out["cyclones"] = {"cases": cyclones, "summary": _cyclone_summary(cyclones),
+        out["cyclones"] = {"cases": cyclones, "summary": cyclone_summary(cyclones),
                            "definition": "centre = lowest msl within 600 km (reference: of the region centre; "
                                          "prediction: of the reference centre), at the reference's points; "
                                          "detected = closed low (ring depth >= 2 hPa) within 300 km; hit = closed "
