@@ -94,7 +94,7 @@ __all__ = [
 ]
 
 #: Methods ``zssd batch`` accepts.
-SAMPLER_METHODS: tuple[str, ...] = ("zssd", "dps", "ddrm")
+SAMPLER_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps", "ddrm")
 DETERMINISTIC_METHODS: tuple[str, ...] = ("bilinear", "lapse", "bcsd")
 METHODS: tuple[str, ...] = SAMPLER_METHODS + DETERMINISTIC_METHODS
 #: Global attribute holding the run parameters (JSON) compared on resume.
@@ -457,8 +457,8 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
     if spec.seed < 0:
         raise BatchError(f"--seed must be non-negative, got {spec.seed}")
     if spec.guidance_scale is not None:
-        if spec.method not in ("zssd", "dps"):
-            raise BatchError(f"--guidance-scale applies to zssd and dps only, not {spec.method}")
+        if spec.method not in ("zssd", "zssd-bc", "dps"):
+            raise BatchError(f"--guidance-scale applies to zssd, zssd-bc and dps only, not {spec.method}")
         if not (np.isfinite(spec.guidance_scale) and spec.guidance_scale >= 0):
             raise BatchError(f"--guidance-scale must be a finite non-negative number, got {spec.guidance_scale}")
     try:
@@ -512,7 +512,7 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
 
 def _resolve_guidance(spec: BatchSpec, existing: Path | None) -> float | None:
     """ζ to use: the one asked for, else the one stored when the batch began, else the tuned default."""
-    if spec.method not in ("zssd", "dps"):
+    if spec.method not in ("zssd", "zssd-bc", "dps"):
         return None
     if spec.guidance_scale is not None:
         return float(spec.guidance_scale)
@@ -522,9 +522,9 @@ def _resolve_guidance(spec: BatchSpec, existing: Path | None) -> float | None:
         v = zarr.open_group(str(existing), mode="r").attrs.get("guidance_scale")
         if isinstance(v, (int, float)):
             return float(v)
-    from .samplers import default_guidance_scale
+    from .pipeline import guidance_default
 
-    return float(default_guidance_scale(spec.method, spec.steps))
+    return float(guidance_default(spec.method, spec.steps))
 
 
 # =========================================================== worker side

@@ -189,7 +189,6 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     """
     from . import pipeline as P
     from .metrics import score
-    from .samplers import default_guidance_scale
     from .samplers.common import check_steps
 
     user = gcm_files is not None
@@ -230,9 +229,9 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
                                            "the real ERA5 week has 24 times") + ", so it is not run (not faked)")
     ens_sizes = sorted({k for k in (1, 4, 8) if k < members} | {members})
     scales = {}
-    for m in ("zssd", "dps"):
+    for m in P.GUIDED_METHODS:
         if m in methods:
-            scales[m] = float((guidance_scales or {}).get(m, default_guidance_scale(m, steps)))
+            scales[m] = float((guidance_scales or {}).get(m, P.guidance_default(m, steps)))
     per: dict[str, dict[str, dict[str, list[float]]]] = {}
     by_members: dict[int, dict[str, dict[str, dict[str, list[float]]]]] = {}
     rank: dict[str, dict[str, np.ndarray]] = {}
@@ -440,12 +439,12 @@ def _parse_scales(text: str | None) -> dict[str, float] | None:
         return None
     if "=" not in text:
         z = float(text)
-        return {"zssd": z, "dps": z}
+        return {"zssd": z, "zssd-bc": z, "dps": z}
     out = {}
     for part in text.split(","):
         k, _, v = part.partition("=")
-        if k.strip() not in ("zssd", "dps"):
-            raise ValueError(f"--guidance-scale: unknown method {k.strip()!r} (zssd, dps)")
+        if k.strip() not in ("zssd", "zssd-bc", "dps"):
+            raise ValueError(f"--guidance-scale: unknown method {k.strip()!r} (zssd, zssd-bc, dps)")
         out[k.strip()] = float(v)
     return out
 

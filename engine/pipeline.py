@@ -53,7 +53,9 @@ __all__ = [
 ]
 
 BASELINES: tuple[str, ...] = ("bilinear", "lapse", "bcsd")
-DIFFUSION_METHODS: tuple[str, ...] = ("zssd", "dps", "ddrm")
+DIFFUSION_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps", "ddrm")
+#: Methods that take a guidance scale ζ (zssd-bc uses zssd's).
+GUIDED_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps")
 METHODS: tuple[str, ...] = BASELINES + DIFFUSION_METHODS
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
 REFERENCE_LABEL = "demo world (synthetic)"
@@ -381,6 +383,10 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
 
     if method in BASELINES:
         raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
+    from .bias_correction import BC_METHODS, bias_corrected_case
+
+    if method in BC_METHODS:  # correct Y's large-scale bias at the unified grid, then guide as usual
+        case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if method in ("zssd", "dps"):
         kw["guidance_scale"] = guidance_scale
@@ -511,10 +517,11 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
         return baseline_result(case, out, method, _time.perf_counter() - t0, variables)
     if prior is None:
         raise ValueError(f"{method} needs a prior")
-    if method in ("zssd", "dps") and guidance_scale is None:
-        from .samplers import default_guidance_scale
+    if method in GUIDED_METHODS and guidance_scale is None:
+        guidance_scale = guidance_default(method, steps)
+    from .bias_correction import BC_METHODS, bias_attrs
 
-        guidance_scale = default_guidance_scale(method, steps)
+    extra = bias_attrs(case) if method in BC_METHODS else {}
     gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
     final = None
     try:
@@ -525,7 +532,15 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
     finally:
         gen.close()
     return result_dataset(case, final, prior, method, steps, seed, guidance_scale, _time.perf_counter() - t0,
-                          variables, extra_attrs={k: v for k, v in kw.items() if isinstance(v, (int, float, str))})
+                          variables, extra_attrs={**{k: v for k, v in kw.items() if isinstance(v, (int, float, str))},
+                                                  **extra})
+
+
+def guidance_default(method: str, steps: int) -> float:
+    """The tuned ζ for a guided method (``zssd-bc`` guides like ``zssd``)."""
+    from .samplers import default_guidance_scale
+
+    return default_guidance_scale("zssd" if method == "zssd-bc" else method, steps)
 
 
 # ---------------------------------------------------------------- output
@@ -607,7 +622,7 @@ def _validate_args(args) -> tuple[list[str] | None, Path]:
     if args.guidance_schedule not in GUIDANCE_SCHEDULES:
         raise ValueError(f"unknown --guidance-schedule {args.guidance_schedule!r}; choose from "
                          f"{', '.join(GUIDANCE_SCHEDULES)}")
-    if args.guidance_scale is not None and args.method not in ("zssd", "dps"):
+    if args.guidance_scale is not None and args.method not in GUIDED_METHODS:
         raise ValueError(f"--guidance-scale applies to zssd and dps only, not {args.method}")
     variables = None
     if args.variables:
@@ -650,10 +665,8 @@ def run(args) -> int:
         prior = load_prior(args.checkpoint, args.device)
         kw: dict[str, Any] = {}
         gs = args.guidance_scale
-        if args.method in ("zssd", "dps"):
-            from .samplers import default_guidance_scale
-
-            gs = default_guidance_scale(args.method, args.steps) if gs is None else gs
+        if args.method in GUIDED_METHODS:
+            gs = guidance_default(args.method, args.steps) if gs is None else gs
             kw["guidance_schedule"] = args.guidance_schedule
             if args.eta is not None:
                 kw["eta"] = args.eta
@@ -674,9 +687,12 @@ def run(args) -> int:
         finally:
             bar.close()
             gen.close()
+        from .bias_correction import BC_METHODS, bias_attrs
+
         ds = result_dataset(case, final, prior, args.method, args.steps, args.seed, gs,
                             _time.perf_counter() - t0, variables, extra_attrs={
-                                k: v for k, v in kw.items() if isinstance(v, (int, float, str))})
+                                **{k: v for k, v in kw.items() if isinstance(v, (int, float, str))},
+                                **(bias_attrs(case) if args.method in BC_METHODS else {})})
     ds.attrs["history"] = f"{_now()} zssd downscale " + " ".join(_argv_of(args))
     ds.attrs["machine"] = f"{platform.node()} ({platform.machine()}, {platform.system()})"
     write_netcdf_atomic(ds, out)

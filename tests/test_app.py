@@ -477,3 +477,16 @@ def test_cyclone_panel_on_a_demo_cyclone_case(config):
     assert a is not None and not a["real"] and "Reference" in a["curves"]["msl"]
     r, p = a["curves"]["msl"]["Reference"]
     assert np.isfinite(p[:3]).all() and p[0] < np.nanmax(p)
+
+
+def test_zssd_bc_in_the_app_runs_on_a_pseudo_gcm_and_is_refused_on_real_weather(state, config):
+    state.param.update(method="ZSSD-BC", steps=2)
+    job = state.run(sync=True)
+    assert job.status == "done", job.traceback
+    state.poll()
+    assert state.result.attrs["method"] == "zssd-bc" and "month" in state.result.attrs["bias_correction_training"]
+    s = AppState(config=config, queue=RunQueue(1))
+    assert s.pick_case(s.default_case_name())  # the real ERA5 cyclone: no history to train on
+    s.param.update(method="ZSSD-BC", steps=2)
+    assert s.run(sync=True) is None and s.status == "error"
+    assert "zssd-bc cannot correct ERA5-x20" in s.status_text

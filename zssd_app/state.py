@@ -51,7 +51,7 @@ def time_since(t0: float) -> float:
 __all__ = ["AppState", "Frame", "get_prior", "snap_region", "METHOD_LABELS", "source_label", "DEFAULT_SOURCE"]
 
 #: Method names shown in the app -> pipeline method ids.
-METHOD_LABELS: dict[str, str] = {"ZSSD": "zssd", "DPS": "dps", "DDRM": "ddrm"}
+METHOD_LABELS: dict[str, str] = {"ZSSD": "zssd", "ZSSD-BC": "zssd-bc", "DPS": "dps", "DDRM": "ddrm"}
 DEFAULT_SOURCE = "MPI-ESM1-2-HR"
 DEMO_TIME_RANGE = (dt.datetime(1991, 1, 1), dt.datetime(2023, 12, 31, 18))
 MAX_FRAMES = 50
@@ -557,9 +557,7 @@ class AppState(param.Parameterized):
         if self.method_id == "ddrm":
             return None
         if self.guidance_auto:
-            from engine.samplers import default_guidance_scale
-
-            return float(default_guidance_scale(self.method_id, self.steps))
+            return float(self.pipeline.guidance_default(self.method_id, self.steps))
         return float(self.guidance_scale)
 
     def run(self, sync: bool = False) -> RunJob | None:
@@ -576,8 +574,14 @@ class AppState(param.Parameterized):
         steps, members, seed = int(self.steps), int(self.members), int(self.seed)
         gs = self.effective_guidance()
         prior = self.prior()
+        from engine.bias_correction import BC_METHODS, bias_attrs, check_trainable
+
         try:  # validate now so errors show before queueing
-            gen = self.pipeline.sampler(case, prior, method, steps, members, seed, gs)
+            if method in BC_METHODS:  # refusal now; the correction is trained on the worker (seconds)
+                check_trainable(case)
+                gen = None
+            else:
+                gen = self.pipeline.sampler(case, prior, method, steps, members, seed, gs)
         except (ValueError, RuntimeError) as e:
             self.notify("error", f"Cannot run: {e}")
             self.status, self.status_text = "error", str(e)
@@ -596,9 +600,12 @@ class AppState(param.Parameterized):
         self.history_version += 1
 
         def work(job: RunJob):
+            nonlocal gen
             t_start = _time.perf_counter()
             t_last = t_start
             final = None
+            if gen is None:
+                gen = self.pipeline.sampler(case, prior, method, steps, members, seed, gs)
             try:
                 for st in gen:
                     job.check()
@@ -626,7 +633,8 @@ class AppState(param.Parameterized):
             if final is None:
                 return None
             secs = _time.perf_counter() - t_start
-            ds = self.pipeline.result_dataset(case, final, prior, method, steps, seed, gs, secs)
+            ds = self.pipeline.result_dataset(case, final, prior, method, steps, seed, gs, secs,
+                                              extra_attrs=bias_attrs(case) if method in BC_METHODS else None)
             with self._lock:
                 self._mail["result"] = (ds, secs)
             return ds
