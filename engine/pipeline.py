@@ -429,7 +429,9 @@ def _assemble(case: Case, fields: dict[str, np.ndarray], attrs: dict[str, Any]) 
         data[v] = (("time", "lat", "lon"), mean[None], {**base, "cell_methods": "member: mean"})
         data[f"{v}_spread"] = (("time", "lat", "lon"), spread[None].astype(np.float32),
                                {"units": base.get("units", ""), "long_name": f"ensemble spread (std) of {v}",
-                                "cell_methods": "member: standard_deviation"})
+                                "cell_methods": "member: standard_deviation",
+                                **({"comment": "one member: no spread (zeros), kept so every file has the same "
+                                               "layout"} if members == 1 else {})})
         data[f"{v}_members"] = (("time", "member", "lat", "lon"), a[None],
                                 {**base, "long_name": f"{base.get('long_name', v)} (ensemble members)"})
     ds = xr.Dataset(data, coords=_coords(case, members))
@@ -473,7 +475,7 @@ def result_dataset(case: Case, final_state, prior, method: str, steps: int, seed
         "seed": int(seed),
         "steps": int(steps),
         "members": int(x.shape[0]),
-        "guidance_scale": "n/a" if guidance_scale is None else float(guidance_scale),
+        "guidance_scale": "n/a" if guidance_scale is None else float(f"{float(guidance_scale):.6g}"),
         "unguided_variables": ",".join(unguided) if unguided else "none",
         "device": str(getattr(prior, "device", "cpu")),
         "last_step_misfit_rms": float(final_state.misfit_rms),

@@ -133,11 +133,13 @@ def test_invalid_region_notifies_and_keeps_case(state):
 
 def test_date_outside_data_notifies(state):
     state.notifications.clear()
-    state.gcm = "MPI-ESM-LR"  # the real file covers 2005 only; the case's time is 2021–2023
-    assert state.case_error and "2005" in state.case_error
-    assert "error" in _levels(state)
+    state.gcm = "MPI-ESM-LR"  # the real file covers 2005 only: the date moves there, with a note
+    assert state.case_error == "" and state.time.year == 2005
+    assert "info" in _levels(state) and "2005" in state.notifications[-1][1]
     import datetime as dt
 
+    state.time = dt.datetime(2022, 8, 15)  # typed outside the file: refused, naming its range
+    assert state.case_error and "2005" in state.case_error and "error" in _levels(state)
     state.time = dt.datetime(2005, 8, 15)
     assert state.case_error == "" and not state.case.paired
     table = state.metrics_table()
@@ -490,3 +492,43 @@ def test_zssd_bc_in_the_app_runs_on_a_pseudo_gcm_and_is_refused_on_real_weather(
     s.param.update(method="ZSSD-BC", steps=2)
     assert s.run(sync=True) is None and s.status == "error"
     assert "zssd-bc cannot correct ERA5-x20" in s.status_text
+
+
+def test_picking_a_source_moves_the_date_into_its_range_and_drops_a_foreign_case(state):
+    """Defect: MPI-ESM-LR kept a 2022 date and failed; the case picker kept the old cyclone."""
+    assert state.case_name == "" or state.catalog[state.case_name]
+    state.pick_case(next(n for n, c in state.catalog.items() if not c.real))
+    assert state.case_name
+    state.gcm = "MPI-ESM-LR"
+    assert state.time.year == 2005 and state.case_error == "", state.case_error
+    assert state.case_name == "" and state.case is not None and state.case.source_id == "MPI-ESM-LR"
+    assert "MPI-ESM-LR" in state.status_text and state.status_text.startswith("Ready")
+    state.gcm = "ERA5-x20"
+    assert (state.time.year, state.time.month) == (2026, 3) and state.case.source_id == "ERA5-x20"
+    state.gcm = "MPI-ESM1-2-HR"  # back to the demo world: a date inside its years
+    assert 1991 <= state.time.year <= 2023 and state.case_error == ""
+
+
+def test_guidance_field_shows_the_value_a_run_uses(state):
+    state.param.update(method="ZSSD", steps=50, guidance_auto=True)
+    assert state.guidance_scale == pytest.approx(state.effective_guidance(), rel=1e-3) and state.guidance_scale > 1
+    state.method = "DPS"
+    assert state.guidance_scale == pytest.approx(state.effective_guidance(), rel=1e-3) and state.guidance_scale > 10
+
+
+def test_variable_the_gcm_lacks_after_a_run_never_crashes(state):
+    """Defect: MPI-ESM-LR (no psl) after a run, switching to sea-level pressure raised a TypeError in the maps."""
+    import datetime as dt
+
+    from zssd_app.views.maps import PANELS, MapsView
+
+    state.param.update(gcm="MPI-ESM-LR", time=dt.datetime(2005, 8, 16), variable="wind", steps=2)
+    assert state.run(sync=True).status == "done"
+    state.poll()
+    m = MapsView(state=state)
+    state.variable = "msl"
+    for p in PANELS:
+        d = m._data(p)
+        if p in ("gcm", "bilinear", "lapse", "diff"):
+            assert d["values"] is None and "not" in (d["message"] or ""), p
+    assert "Sea-level pressure" in m._caption.object or "sea-level" in m._caption.object.lower()

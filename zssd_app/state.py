@@ -134,6 +134,12 @@ def snap_region(region: Region, min_deg: float = 16.0, max_deg: float = 64.0, ce
     return Region(float(s), float(s + h2), west, east)
 
 
+def pd_timestamp(t):
+    import pandas as pd
+
+    return pd.Timestamp(t)
+
+
 def source_label(source_id: str, configured: dict | None = None) -> str:
     """A menu label for a GCM source id."""
     from engine.gcm import PSEUDO_GCMS, REAL_FILES
@@ -309,6 +315,8 @@ class AppState(param.Parameterized):
         self._suspend = False
         self._t_run: float | None = None
         self.param.watch(self._on_selection, ["gcm", "time", "region_text"])
+        self.param.watch(self._sync_guidance, ["method", "steps", "guidance_auto"])
+        self._sync_guidance()
         for p in self.config.problems:
             self.notify("warning", f"Server configuration: {p}")
 
@@ -397,12 +405,66 @@ class AppState(param.Parameterized):
         self.region_text = reg.as_text()
         return self.case_error == ""
 
+    def source_times(self, gcm: str | None = None) -> list[dt.datetime] | None:
+        """The valid times of a source with a finite time axis (real files and sources), else None."""
+        from engine.gcm import REAL_FILES, open_files
+        from engine.real_sources import source_dataset
+
+        gcm = gcm or self.gcm
+        files = {**REAL_FILES, **self.configured_files}
+        if gcm in files:
+            tv = open_files(files[gcm])["time"].values
+        elif gcm in REAL_SOURCES:
+            tv = source_dataset(gcm)["time"].values
+        else:
+            return None
+        out = []
+        for t in np.atleast_1d(tv):
+            if hasattr(t, "year") and not isinstance(t, np.datetime64):  # cftime: same calendar fields
+                out.append(dt.datetime(t.year, t.month, min(t.day, 28) if t.day > 28 else t.day, t.hour))
+            else:
+                out.append(pd_timestamp(t).to_pydatetime())
+        return out
+
     def _on_selection(self, *events) -> None:
         if self._suspend:
             return
+        if any(e.name == "gcm" for e in events):
+            self._fit_time_to_source()
         if self.case_name and any(e.name in ("time", "region_text") for e in events):
             self.case_name = ""
         self.prepare()
+
+    def _fit_time_to_source(self) -> None:
+        """Picking a source moves the date to its nearest valid time and drops a case it cannot show."""
+        c = self.catalog.get(self.case_name) if self.case_name else None
+        if c is not None and getattr(c, "source", "") and c.source != self.gcm:
+            self.case_name = ""
+        elif c is not None and not getattr(c, "source", "") and self.gcm not in self.demo_sources():
+            self.case_name = ""
+        try:
+            times = self.source_times()
+        except (ValueError, OSError):  # an unreadable file: prepare() reports it beside the selection
+            return
+        if not times or self.time is None:
+            if times is None and self.gcm in self.demo_sources() and self.time is not None:
+                lo, hi = DEMO_TIME_RANGE
+                if not (lo <= self.time <= hi):
+                    self._set_quietly(time=dt.datetime(2022, self.time.month, min(self.time.day, 28), self.time.hour))
+            return
+        if self.time in times:
+            return
+        near = min(times, key=lambda t: abs((t - self.time).total_seconds()))
+        self._set_quietly(time=near)
+        self.notify("info", f"{self.gcm} covers {times[0]:%Y-%m-%d %H:%M} … {times[-1]:%Y-%m-%d %H:%M}: "
+                            f"the date moved to its nearest time, {near:%Y-%m-%d %H:%M}", duration=4000)
+
+    def _set_quietly(self, **values) -> None:
+        self._suspend = True
+        try:
+            self.param.update(**values)
+        finally:
+            self._suspend = False
 
     def _fail_selection(self, msg: str) -> None:
         self.case_error = msg
@@ -552,6 +614,11 @@ class AppState(param.Parameterized):
     @property
     def method_id(self) -> str:
         return METHOD_LABELS[self.method]
+
+    def _sync_guidance(self, *_) -> None:
+        """With the tuned ζ on, the ζ field shows the value a Run will use (not a stale default)."""
+        if self.guidance_auto and self.method_id != "ddrm":
+            self.guidance_scale = round(float(self.pipeline.guidance_default(self.method_id, self.steps)), 4)
 
     def effective_guidance(self) -> float | None:
         if self.method_id == "ddrm":

@@ -154,6 +154,9 @@ class MapsView(pn.viewable.Viewer):
                     "cmap": "RdBu_r"}
         a, _, _ = display_field(live, key)
         b, _, _ = display_field(bil, key)
+        if a is None or b is None:  # e.g. msl of a GCM file without psl: bilinear has nothing to compare
+            return {**base, "values": None, "title": title, "clim": s.clims[key + ":diff"], "cmap": "RdBu_r",
+                    "message": f"{DISPLAY[key].label}: not in this GCM"}
         return {**base, "values": a - b, "title": title, "clim": s.clims[key + ":diff"], "cmap": "RdBu_r",
                 "key_units": DISPLAY[key].units}
 
