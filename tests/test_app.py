@@ -532,3 +532,14 @@ def test_variable_the_gcm_lacks_after_a_run_never_crashes(state):
         if p in ("gcm", "bilinear", "lapse", "diff"):
             assert d["values"] is None and "not" in (d["message"] or ""), p
     assert "Sea-level pressure" in m._caption.object or "sea-level" in m._caption.object.lower()
+
+
+def test_colour_scale_includes_the_cyclone_core(config):
+    """Defect: the msl scale stopped at ~980 hPa over a 963 hPa core (and wind below the peak)."""
+    from zssd_app.views.common import display_field
+
+    s = AppState(config=config, queue=RunQueue(1))
+    assert s.pick_case(s.default_case_name())
+    ref_msl = display_field(s.case.reference_display, "msl")[0]
+    ref_wind = display_field(s.case.reference_display, "wind")[0]
+    assert s.clims["msl"][0] <= np.nanmin(ref_msl) and s.clims["wind"][1] >= np.nanmax(ref_wind)

@@ -548,7 +548,12 @@ class AppState(param.Parameterized):
             ref_bil = None
             if arrays[0] is not None and arrays[2] is not None and key != "wind":
                 ref_bil = arrays[0] - arrays[2]
-            self.clims[key] = robust_clim(arrays, key)
+            lo, hi = robust_clim(arrays, key)
+            ref = arrays[0]
+            if ref is not None and np.isfinite(ref).any():  # never clip the reference's extremes (a cyclone core)
+                lo = min(lo, float(np.nanmin(ref))) if key == "msl" else lo
+                hi = max(hi, float(np.nanmax(ref))) if key in ("msl", "wind") else hi
+            self.clims[key] = (lo, hi)
             d = np.nanpercentile(np.abs(ref_bil), 99) if ref_bil is not None else None
             if key == "wind" and arrays[0] is not None and arrays[2] is not None:
                 d = np.nanpercentile(np.abs(arrays[0] - arrays[2]), 99)

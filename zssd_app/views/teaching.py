@@ -59,7 +59,8 @@ def stage_text(sigma: float, step: int, n_steps: int) -> str:
                 "cyclone's circulation) take shape. The misfit to the GCM drops as the guidance and the prior "
                 "agree on the large scales.")
     return (f"**Late (step {step + 1}/{n_steps}, σ = {sigma:.3g}).** The large scales are settled; the prior adds "
-            "fine detail the GCM cannot resolve — coastlines, terrain, a sharp cyclone core. *x̂0* and *x_t* are "
+            "fine detail the GCM cannot resolve — coastlines and terrain (whether it also deepens a cyclone's core "
+            "is for the Cyclone tab to show: the shipped CPU-trained prior mostly does not). *x̂0* and *x_t* are "
             "nearly the same field now.")
 
 
@@ -178,7 +179,7 @@ class TeachingView(pn.viewable.Viewer):
         self.compare_btn.visible = self.mode.value != "This run"
         if n == 0:
             self.player.param.update(end=1, value=0)
-            msg = ("No steps recorded yet: press **Run** in the sidebar." if self.mode.value == "This run"
+            msg = ("No steps recorded yet: press **Run** (top of the page)." if self.mode.value == "This run"
                    else "Press **Run ZSSD vs DPS at ×20** (same time, region, seed and steps; ×20 = 5° input).")
             self.info.object = msg
             self.stage.object = ""
