@@ -96,6 +96,8 @@ def _open(browser, url):
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.zssd_requests = []  # every URL the page asks for: nothing may leave this machine
+    page.on("request", lambda r: page.zssd_requests.append(r.url))
     page.goto(url, timeout=120_000)
     run_button(page).wait_for(timeout=120_000)
     page.wait_for_timeout(1500)
@@ -103,11 +105,11 @@ def _open(browser, url):
 
 
 def run_button(page):
-    return page.get_by_role("button", name="Run", exact=True)
+    return page.get_by_role("button", name="▶ Run", exact=True)
 
 
 def stop_button(page):
-    return page.get_by_role("button", name="Stop", exact=True)
+    return page.get_by_role("button", name="■ Stop", exact=True)
 
 
 _SHADOW_TEXT = ("(el) => el.shadowRoot ? [...el.shadowRoot.children].filter(c => c.tagName !== 'STYLE' && "
@@ -166,7 +168,13 @@ def test_page_loads_with_all_tabs(server, browser):
     page.get_by_text("About", exact=True).first.click()
     page.get_by_text("synthetic stand-in for ERA5").first.wait_for()
     shot(page, "e2e_02_about")
+    page.get_by_text("Cyclone", exact=True).first.click()
+    page.get_by_text("reference centre", exact=False).first.wait_for(timeout=60_000)
+    shot(page, "e2e_02b_cyclone_tab")
     assert not errors, errors
+    outside = [u for u in page.zssd_requests if not re.match(r"^(https?|wss?)://(127\.0\.0\.1|localhost)[:/]", u)
+               and not u.startswith(("data:", "blob:", "about:"))]
+    assert not outside, f"requests that leave localhost: {outside[:5]}"
     ctx.close()
 
 

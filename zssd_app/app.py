@@ -62,6 +62,15 @@ def _setup_logging() -> None:
         log.propagate = False
 
 
+def _offline_design() -> None:
+    """Nothing from the internet: the Fast design's Google-font link is dropped (the page uses the
+    system sans-serif font); Panel and Bokeh serve their own scripts from this server."""
+    from panel.theme.fast import Fast
+
+    if Fast._resources.get("font"):
+        Fast._resources = {**Fast._resources, "font": {}}
+
+
 def _in_server_session() -> bool:
     doc = pn.state.curdoc
     return doc is not None and getattr(doc, "session_context", None) is not None
@@ -80,6 +89,7 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     initial_case
         Catalog cyclone to open with (``"default"``: a strong held-out storm; ``None``: nothing).
     """
+    _offline_design()
     pn.extension("tabulator", notifications=True, raw_css=[_CSS], design="fast")
     hv.extension("bokeh", logo=False)
     configure_cartopy()

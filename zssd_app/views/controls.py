@@ -84,8 +84,8 @@ class Controls(pn.viewable.Viewer):
         self.map = pn.pane.HoloViews(overview_map(s, self._bounds, self._region_pipe), width=W + 10,
                                      margin=(0, 5), linked_axes=False, css_classes=["zssd-overview"])
         self._bounds.add_subscriber(self._on_bounds)
-        self.find_btn = pn.widgets.Button(label="Find cyclones in this GCM field", color="light",
-                                          width=W, icon="tornado")
+        # no icon= anywhere: Bokeh fetches Tabler icon fonts from a CDN, and the page must work offline
+        self.find_btn = pn.widgets.Button(label="Find cyclones in this GCM field", color="light", width=W)
         self.found = pn.widgets.Select(label="Candidate centres (click one to re-centre)", options={}, width=W,
                                        visible=False, size=4)
         self.find_btn.on_click(lambda e: self._find())
@@ -102,10 +102,9 @@ class Controls(pn.viewable.Viewer):
         self.g_note = pn.pane.Markdown("", width=W, styles={"font-size": "0.85em", "color": "#555"},
                                        margin=(0, 10))
         # ---------------------------------------------------------- run
-        self.run_btn = pn.widgets.Button(label="Run", color="primary", width=120, height=40,
-                                         icon="player-play", margin=(8, 5, 8, 10))
-        self.stop_btn = pn.widgets.Button(label="Stop", color="danger", width=120, height=40,
-                                          icon="player-stop", disabled=True, margin=(8, 5))
+        self.run_btn = pn.widgets.Button(label="▶ Run", color="primary", width=120, height=40, margin=(8, 5, 8, 10))
+        self.stop_btn = pn.widgets.Button(label="■ Stop", color="danger", width=120, height=40, disabled=True,
+                                          margin=(8, 5))
         self.run_btn.on_click(lambda e: s.run())
         self.stop_btn.on_click(lambda e: s.stop())
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width",
