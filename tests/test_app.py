@@ -543,3 +543,14 @@ def test_colour_scale_includes_the_cyclone_core(config):
     ref_msl = display_field(s.case.reference_display, "msl")[0]
     ref_wind = display_field(s.case.reference_display, "wind")[0]
     assert s.clims["msl"][0] <= np.nanmin(ref_msl) and s.clims["wind"][1] >= np.nanmax(ref_wind)
+
+
+def test_unpaired_source_starts_on_a_variable_it_has_and_plots_no_reference_spectrum(state):
+    import datetime as dt
+
+    from zssd_app.views.spectra import spectra_of
+
+    state.variable = "msl"
+    state.param.update(gcm="MPI-ESM-LR", time=dt.datetime(2005, 8, 16))
+    assert state.variable != "msl" and not state.case.paired  # the file has no psl
+    assert not any(k.startswith("Reference") for k in spectra_of(state))

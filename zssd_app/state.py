@@ -512,6 +512,9 @@ class AppState(param.Parameterized):
                 self._suspend = False
         self.case = case
         self.case_error = ""
+        have = {"t2m": "t2m" in case.gcm, "msl": "msl" in case.gcm, "wind": "u10" in case.gcm and "v10" in case.gcm}
+        if not have.get(self.variable, True) and any(have.values()):  # start on a variable the source has
+            self.variable = next(k for k in ("msl", "t2m", "wind") if have[k])
         self.baselines = dict(bil)
         self.baseline_errors = {}
         self.live = None

@@ -49,8 +49,8 @@ def spectra_of(state: AppState, key: str | None = None) -> dict[str, tuple[np.nd
     f = c.fine
     out = {}
     ref, _, _ = display_field(c.reference, key)  # at its own points (real ERA5: 1°, wavelengths ≥ 222 km)
-    r = _spectrum(c.reference["lat"].values, c.reference["lon"].values, ref)
-    if r is not None:
+    r = _spectrum(c.reference["lat"].values, c.reference["lon"].values, ref) if c.paired else None
+    if r is not None:  # an unpaired source has no reference: no curve that would pretend otherwise
         out["Reference: ERA5 (real, 1° points)" if c.real_reference else "Reference (demo world)"] = r
     g, _, _ = display_field(c.gcm, key)
     gs = _spectrum(c.gcm["lat"].values, c.gcm["lon"].values, g)
