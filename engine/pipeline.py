@@ -625,7 +625,7 @@ def _validate_args(args) -> tuple[list[str] | None, Path]:
         raise ValueError(f"unknown --guidance-schedule {args.guidance_schedule!r}; choose from "
                          f"{', '.join(GUIDANCE_SCHEDULES)}")
     if args.guidance_scale is not None and args.method not in GUIDED_METHODS:
-        raise ValueError(f"--guidance-scale applies to zssd and dps only, not {args.method}")
+        raise ValueError(f"--guidance-scale applies to zssd, zssd-bc and dps only, not {args.method}")
     variables = None
     if args.variables:
         variables = [v.strip() for v in args.variables.split(",") if v.strip()]

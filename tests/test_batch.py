@@ -223,7 +223,7 @@ BAD = {
     "bcsd on real file": (dict(gcm="MPI-ESM-LR", start="2005-03-01", end="2005-03-02", method="bcsd"),
                           "historical"),
     "missing checkpoint": (dict(method="zssd", checkpoint="/nonexistent/prior.safetensors"), "no such file"),
-    "guidance for bilinear": (dict(guidance_scale=1.0), "zssd and dps only"),
+    "guidance for bilinear": (dict(guidance_scale=1.0), "zssd, zssd-bc and dps only"),
 }
 
 

@@ -76,7 +76,7 @@ def test_downscale_zssd_with_tiny_prior(tmp_path):
     (dict(gcm="MPI-ESM-LR", time="2021-08-01"), "outside the time range"),
     (dict(gcm="MPI-ESM-LR", time="2005-08-01", method="bcsd"), "BCSD cannot be trained"),
     (dict(extra=("--checkpoint", "/nonexistent/x.safetensors"), method="zssd"), "not found"),
-    (dict(extra=("--guidance-scale", "2")), "zssd and dps only"),
+    (dict(extra=("--guidance-scale", "2")), "zssd, zssd-bc and dps only"),
 ])
 def test_downscale_errors_before_compute(argv, match, tmp_path, capsys):
     out = tmp_path / "bad.nc"
