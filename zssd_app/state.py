@@ -421,7 +421,10 @@ class AppState(param.Parameterized):
         out = []
         for t in np.atleast_1d(tv):
             if hasattr(t, "year") and not isinstance(t, np.datetime64):  # cftime: same calendar fields
-                out.append(dt.datetime(t.year, t.month, min(t.day, 28) if t.day > 28 else t.day, t.hour))
+                try:
+                    out.append(dt.datetime(t.year, t.month, t.day, t.hour))
+                except ValueError:  # e.g. 30 February of a 360-day calendar: the month's last real day
+                    out.append(dt.datetime(t.year, t.month, 28, t.hour))
             else:
                 out.append(pd_timestamp(t).to_pydatetime())
         return out
