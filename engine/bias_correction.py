@@ -35,7 +35,6 @@ __all__ = ["BC_METHODS", "bias_attrs", "check_trainable", "unified_field", "trai
 BC_METHODS: dict[str, str] = {"zssd-bc": "zssd"}
 
 _CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
-_CACHE_SIZE = 8
 
 
 def check_trainable(case) -> None:
@@ -79,22 +78,12 @@ def unified_field(ds: xr.Dataset, fine) -> xr.Dataset:
 
 def train_bias_correction(case):
     """The quantile mapping of the case's GCM at the unified grid (trained on training years, cached)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .baselines import BCSD
-    from .gcm import gcm_field
-    from .pipeline import bcsd_training_times, get_world
+    from .gcm import fine_region_for, gcm_field
+    from .grids import era5_grid
+    from .pipeline import get_world, train_paired_bcsd
 
     check_trainable(case)
-    key = (case.source_id, case.region.as_text(), case.time.month, case.time.hour, case.world_seed)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    from .gcm import fine_region_for
-    from .grids import era5_grid
-
     world = get_world(case.world_seed)
-    times = bcsd_training_times(case.time.month, case.time.hour)
     # the reference over the whole unified cells (not just the region): edge cells are then compared
     # like with like, full cell against full cell
     cover = era5_grid().select(fine_region_for(_unified_cells(case.fine), pad_deg=0.25))[0]
@@ -103,17 +92,8 @@ def train_bias_correction(case):
         hist = unified_field(gcm_field(case.source_id, t, case.region, world), case.fine)
         return hist.expand_dims("time"), world.dataset(t, cover)
 
-    with ThreadPoolExecutor(max_workers=2) as ex:
-        pairs = list(ex.map(one, times))
-    hist = xr.concat([p[0] for p in pairs], dim="time", coords="minimal", compat="override")
-    ref = xr.concat([p[1] for p in pairs], dim="time")
     # no detrending: one instantaneous field is corrected, not a multi-year run whose trend must survive
-    model = BCSD(min_samples=min(10, len(times)), min_coverage=1e-3, detrend_years=10 ** 6).train(ref, hist)
-    model.training_period = f"{times[0]:%Y}-{times[-1]:%Y}, month {case.time.month:02d}, {case.time.hour:02d} UTC"
-    _CACHE[key] = model
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return model
+    return train_paired_bcsd(case, _CACHE, one, detrend_years=10 ** 6)
 
 
 def bias_attrs(case) -> dict[str, str]:

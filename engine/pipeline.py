@@ -229,34 +229,46 @@ _BCSD_CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
 _BCSD_CACHE_SIZE = 8
 
 
-def _train_bcsd(case: Case):
+def train_paired_bcsd(case: Case, cache: "OrderedDict[tuple, Any]", pair: Callable, **bcsd_kwargs):
+    """A :class:`~engine.baselines.BCSD` trained on ``pair(t) -> (hist, ref)`` at the case's training times.
+
+    The training times are :func:`bcsd_training_times` of the case's month and UTC hour (training
+    years only); the model is cached in ``cache`` per (source, region, month, hour, world seed)
+    and the cache keeps the :data:`_BCSD_CACHE_SIZE` most recent.  ``bcsd_kwargs`` go to ``BCSD``
+    (default ``min_samples``: the number of times, at most 10; ``min_coverage`` 1e-3, so GCM cells
+    on the region's edge are trained on the part inside it).  The model's ``training_period``
+    names the years, month and hour.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from .baselines import BCSD
 
     key = (case.source_id, case.region.as_text(), case.time.month, case.time.hour, case.world_seed)
-    if key in _BCSD_CACHE:
-        _BCSD_CACHE.move_to_end(key)
-        return _BCSD_CACHE[key]
-    world = get_world(case.world_seed)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     times = bcsd_training_times(case.time.month, case.time.hour)
-
-    def one(t):
-        h = gcm_field(case.source_id, t, case.region, world).expand_dims("time")
-        r = world.dataset(t, case.fine)
-        return h, r
-
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as ex:
-        pairs = list(ex.map(one, times))
+        pairs = list(ex.map(pair, times))
     hist = xr.concat([p[0] for p in pairs], dim="time", coords="minimal", compat="override")
     ref = xr.concat([p[1] for p in pairs], dim="time")
-    # min_coverage ~0: GCM cells on the region's edge are trained on the part inside the region, so every
-    # fine cell has a trained coarse neighbour (the reference exists only over the region).
-    model = BCSD(min_samples=min(10, len(times)), min_coverage=1e-3).train(ref, hist)
-    _BCSD_CACHE[key] = model
-    while len(_BCSD_CACHE) > _BCSD_CACHE_SIZE:
-        _BCSD_CACHE.popitem(last=False)
+    kw = {"min_samples": min(10, len(times)), "min_coverage": 1e-3, **bcsd_kwargs}
+    model = BCSD(**kw).train(ref, hist)
+    model.training_period = f"{times[0]:%Y}-{times[-1]:%Y}, month {case.time.month:02d}, {case.time.hour:02d} UTC"
+    cache[key] = model
+    while len(cache) > _BCSD_CACHE_SIZE:
+        cache.popitem(last=False)
     return model
+
+
+def _train_bcsd(case: Case):
+    """BCSD on (pseudo-)GCM/reference pairs of the case's month and hour (:func:`train_paired_bcsd`)."""
+    world = get_world(case.world_seed)
+
+    def one(t):
+        return gcm_field(case.source_id, t, case.region, world).expand_dims("time"), world.dataset(t, case.fine)
+
+    return train_paired_bcsd(case, _BCSD_CACHE, one)
 
 
 def coarse_elevation(case: Case) -> np.ndarray:
