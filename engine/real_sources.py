@@ -223,13 +223,11 @@ def real_field(source_id: str, time, region: Region, margin_cells: int = 2) -> x
     Raises :class:`DataError` for a time outside the source (message gives its range) and
     :class:`GridError` for a region outside its domain.
     """
-    from .gcm import _to_dataset
     from .operators import grid_from_xarray
-    from .readers import select_time
+    from .user_files import field_on_region
 
     ds = source_dataset(source_id)
-    step = select_time(ds, time, tolerance="4h" if source_id in PAIRED_REAL else None)
-    grid = grid_from_xarray(step, name=source_id)
+    grid = grid_from_xarray(ds, name=source_id)
     if not grid.is_global_lon:
         w, e = float(grid.lon_bounds[0]), float(grid.lon_bounds[-1])
         s, n = sorted((float(grid.lat_bounds[0]), float(grid.lat_bounds[-1])))
@@ -237,14 +235,12 @@ def real_field(source_id: str, time, region: Region, margin_cells: int = 2) -> x
         if region.south < s - 1e-6 or region.north > n + 1e-6 or rw + region.width > (e - w) + 1e-6:
             raise GridError(f"region {region} is not inside the {source_id} domain "
                             f"(S={s:g}, N={n:g}, W={w:g}, E={e:g})")
-    sub, li, lo = grid.covering(region, margin_cells)
-    vals = {v: np.asarray(step[v].values)[np.ix_(li, lo)] for v in VARIABLES if v in step}
-    t_sel = pd.Timestamp(step["time"].values)
     src = REAL_SOURCES[source_id]
-    attrs = {"source_id": source_id, "description": src.description, "kind": "real",
-             "paired": int(src.paired), "credit": src.credit, "region": region.as_text(),
-             "source_file": str(ds.attrs.get("source_file", "")), "selected_time": t_sel.isoformat()}
-    return _to_dataset(vals, sub, t_sel, attrs)
+    out = field_on_region(ds, source_id, time, region, margin_cells,
+                          tolerance="4h" if source_id in PAIRED_REAL else None, description=src.description)
+    out = out.assign_coords(time=pd.Timestamp(out.attrs["selected_time"]))  # the week's own time step
+    out.attrs.update(paired=int(src.paired), credit=src.credit)
+    return out
 
 
 # ------------------------------------------------------------------ real cyclones
