@@ -386,6 +386,39 @@ def test_lr_schedule():
     assert lr_at(cfg, 110) == pytest.approx(1e-4)
 
 
+def test_diffusion_loss_variable_weights():
+    """Equal weights give the plain mean; a weight moves the loss toward that variable's error; bad weights fail."""
+    from engine.prior.loss import diffusion_loss
+
+    sched = DiffusionSchedule(cosine_betas(50))
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    t = torch.tensor([3, 20, 45])
+    bias = torch.tensor([0.0, 2.0, 0.0, 0.0]).reshape(1, 4, 1, 1)  # the model is wrong on channel 1 only
+
+    def model(x_t, t_, s, tf):
+        return noise + bias
+
+    kw = dict(static=None, time_feats=None)
+    plain = diffusion_loss(model, sched, x0, t, noise, **kw)
+    assert float(plain) == pytest.approx(4.0 / 4)  # mean over channels of (0, 4, 0, 0)
+    same = diffusion_loss(model, sched, x0, t, noise, variable_weights=[2, 2, 2, 2], **kw)
+    assert float(same) == pytest.approx(float(plain))
+    heavy = diffusion_loss(model, sched, x0, t, noise, variable_weights=[1, 3, 1, 1], **kw)
+    assert float(heavy) == pytest.approx(3 * 4.0 / 6)
+    with pytest.raises(ValueError, match="3 entries for 4 variables"):
+        diffusion_loss(model, sched, x0, t, noise, variable_weights=[1, 1, 1], **kw)
+
+
+def test_train_config_variable_weights():
+    cfg = TrainConfig(variable_weights={"msl": 2.0})
+    assert cfg.variable_weights == {"t2m": 1.0, "msl": 2.0, "u10": 1.0, "v10": 1.0}
+    with pytest.raises(ValueError, match="unknown variables \\['tp'\\]"):
+        TrainConfig(variable_weights={"tp": 1.0})
+    with pytest.raises(ValueError, match="non-negative"):
+        TrainConfig(variable_weights={"msl": -1.0})
+
+
 def test_train_decreases_loss_and_resumes_exactly(tmp_path):
     cfg = _tiny_cfg(tmp_path / "full")
     full = train(cfg, FakeStream(16, 0), progress=False)

@@ -1,6 +1,7 @@
 """Training of the diffusion prior: ``zssd train --config FILE [--resume PATH] [--steps N]``.
 
-The objective is the simplified DDPM loss (Ho et al. 2020, eq. 14)
+The objective (:func:`engine.prior.loss.diffusion_loss`, a function of its own) is the simplified
+DDPM loss (Ho et al. 2020, eq. 14)
 
     L = E_{x₀, t, ε} ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t | statics, time)‖²,
 
@@ -54,7 +55,8 @@ import torch
 from ..variables import VARIABLES
 from .model import Prior, _atomic_write_bytes, default_device
 from .network import ConditionalUNet, UNetConfig
-from .schedule import PARAMETERIZATIONS, SCHEDULES, DiffusionSchedule, make_betas, q_sample, v_target
+from .loss import diffusion_loss
+from .schedule import PARAMETERIZATIONS, SCHEDULES, DiffusionSchedule, make_betas
 
 __all__ = ["TrainConfig", "TrainResult", "train", "make_stream", "Era5CropStream", "add_parser", "run",
            "add_train_parser", "run_train", "main", "STATE_FORMAT"]
@@ -130,6 +132,9 @@ class TrainConfig:
         A checkpoint (``.safetensors`` + card) whose weights start the network and its EMA
         (fine-tuning; same network configuration and parameterization required).  The optimiser,
         the schedule and the normalisation statistics start fresh.
+    variable_weights
+        Per-variable loss weights λ_c, e.g. ``{t2m = 1, msl = 2, u10 = 1.5, v10 = 1.5}`` (a TOML
+        table; missing variables weigh 1; empty: all equal).  See :func:`~engine.prior.loss.diffusion_loss`.
     unet
         Network configuration (:class:`~engine.prior.network.UNetConfig`).
     """
@@ -164,6 +169,7 @@ class TrainConfig:
     world_seed: int = 0
     cyclone_fraction: float = 0.15
     init_from: str = ""
+    variable_weights: dict[str, float] = field(default_factory=dict)
     unet: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
@@ -185,6 +191,14 @@ class TrainConfig:
             raise ValueError(f"crop {self.crop} must be a multiple of the network's min_size {self.unet.min_size}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.variable_weights:
+            unknown = sorted(set(self.variable_weights) - set(VARIABLES))
+            if unknown:
+                raise ValueError(f"variable_weights: unknown variables {unknown}; known: {list(VARIABLES)}")
+            w = {v: float(self.variable_weights.get(v, 1.0)) for v in VARIABLES}
+            if any(not math.isfinite(x) or x < 0 for x in w.values()) or sum(w.values()) <= 0:
+                raise ValueError(f"variable_weights must be non-negative and not all zero, got {w}")
+            self.variable_weights = w
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -662,11 +676,12 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
         model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
     amp_dtype = _amp_dtype(cfg, device)
     gamma = float(cfg.min_snr_gamma)
-    snr = schedule.snr.to(device=device, dtype=torch.float32)
+    weights = [float(cfg.variable_weights[v]) for v in VARIABLES] if cfg.variable_weights else None
     total = cfg.steps if stop_after is None else min(cfg.steps, int(stop_after))
     meta_base = {"data": _data_split(cfg, stream), "batch_per_rank": cfg.batch, "world_size": world,
                  "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
-                 "objective": f"{cfg.parameterization}-mse" + (f", min-SNR gamma={gamma:g}" if gamma > 0 else ""),
+                 "objective": f"{cfg.parameterization}-mse" + (f", min-SNR gamma={gamma:g}" if gamma > 0 else "")
+                 + (f", variable weights {dict(zip(VARIABLES, weights))}" if weights else ""),
                  "train_config": cfg.to_dict()}
 
     def make_prior() -> Prior:
@@ -718,16 +733,8 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
             B = x0.shape[0]
             t = torch.randint(0, cfg.T, (B,), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
-            x_t = q_sample(schedule, x0, t, noise)  # Ho et al. eq. 4
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                pred = model(x_t, t, static, tf)
-            use_v = cfg.parameterization == "v"
-            # target: ε (Ho et al. eq. 14) or v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022)
-            target = v_target(schedule, x0, t, noise) if use_v else noise
-            mse = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
-            if gamma > 0:  # min-SNR-γ weights: min(SNR, γ)/SNR for ε, min(SNR, γ)/(SNR + 1) for v
-                mse = mse * torch.clamp(snr[t], max=gamma) / (snr[t] + 1.0 if use_v else snr[t])
-            loss = mse.mean()
+            loss = diffusion_loss(model, schedule, x0, t, noise, static, tf, parameterization=cfg.parameterization,
+                                  min_snr_gamma=gamma, variable_weights=weights, amp_dtype=amp_dtype)
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
