@@ -14,7 +14,7 @@ Protocol (identical for ZSSD and vanilla DPS, so neither is tuned more than the 
 4. Objective: the mean over cases, tasks and guided variables of the cos φ
    weighted MAE of the ensemble mean divided by the prior's per-variable std
    (so variables are commensurate) — lower is better.
-5. ζ is quoted for a 128x128 region (:func:`engine.samplers.common.effective_scale`
+5. ζ is quoted for a 128x128 region (:func:`engine.samplers.guidance.effective_scale`
    rescales it by sqrt(H·W)/128), so tuning on smaller regions (``--region-px 64``)
    transfers.
 
@@ -49,7 +49,7 @@ from engine.demo_world import TRAIN_YEARS, DemoWorld, check_training_time  # noq
 from engine.evaluate import EvalCase, machine_info, parse_task  # noqa: E402
 from engine.grids import Region  # noqa: E402
 from engine.metrics import mae  # noqa: E402
-from engine.samplers.common import TUNED_GUIDANCE_FILE  # noqa: E402
+from engine.samplers.guidance_table import TUNED_GUIDANCE_FILE  # noqa: E402
 
 CYCLONE_YEARS = tuple(range(2015, 2021))
 

@@ -49,7 +49,7 @@ from engine import pipeline as P  # noqa: E402
 from engine.evaluate import evaluation_cases  # noqa: E402
 from engine.grids import lat_weights  # noqa: E402
 from engine.operators import ucg_operator  # noqa: E402
-from engine.samplers.common import ucg_coarse_grid  # noqa: E402
+from engine.samplers.observation import ucg_coarse_grid  # noqa: E402
 
 
 def wmae(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:

@@ -2,7 +2,7 @@
 
 Zero-shot guidance pulls x̂0 toward the GCM field Y's large scales, bias included.  ``zssd-bc``
 first maps Y's distribution onto the reference's at the *unified 5° grid* — the "BC" half of
-BCSD (:meth:`engine.baselines.BCSD.bias_correct`: empirical quantile mapping per calendar month,
+BCSD (:meth:`engine.baselines.bcsd.BCSD.bias_correct`: empirical quantile mapping per calendar month,
 unified cell and variable, trained on the GCM's historical simulation against the reference
 averaged onto the same cells over the same training period) — and then runs ordinary UCG
 guidance (:func:`engine.samplers.sample_zssd`) toward the corrected field Ŷ = QM(A₅ Y):
@@ -28,11 +28,12 @@ import xarray as xr
 
 from .errors import DataError
 from .grids import unified_grid
+from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "bias_attrs", "check_trainable", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
-#: Bias-aware methods -> the sampler they run after the correction.
-BC_METHODS: dict[str, str] = {"zssd-bc": "zssd"}
+#: Bias-aware methods -> the sampler they run after the correction (from :data:`engine.methods.METHODS`).
+BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
 
 _CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
 

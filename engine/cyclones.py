@@ -23,6 +23,7 @@ decides what to offer.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,19 +97,35 @@ def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
     ring_km = np.deg2rad(ring_deg) * R_EARTH_KM
     wind_km = np.deg2rad(wind_radius_deg) * R_EARTH_KM
     half_cell_km = 0.75 * np.deg2rad(max(dlat, dlon)) * R_EARTH_KM
+    # only points within reach of the ring or the wind radius matter: look at a window around each minimum
+    reach_deg = np.rad2deg(max(ring_km + half_cell_km, wind_km) / R_EARTH_KM) + max(dlat, dlon)
+    periodic = abs(dlon * lon.size - 360.0) < 0.5 * dlon  # a global grid wraps around in longitude
+    ry = int(math.ceil(reach_deg / dlat))
     out: list[CycloneCandidate] = []
     for i, j in zip(*np.nonzero(is_min)):
-        d = _great_circle_km(lat[i], lon[j], lat2, lon2)
-        ring = np.isfinite(p) & (np.abs(d - ring_km) <= half_cell_km)
+        rows = np.arange(max(0, i - ry), min(lat.size, i + ry + 1))
+        coslat = max(float(np.cos(np.deg2rad(min(abs(lat[i]) + reach_deg, 89.0)))), 1e-3)
+        rx = int(math.ceil(reach_deg / (dlon * coslat)))
+        if periodic and 2 * rx + 1 >= lon.size:
+            cols = np.arange(lon.size)
+        elif periodic:
+            cols = np.arange(j - rx, j + rx + 1) % lon.size
+        else:
+            cols = np.arange(max(0, j - rx), min(lon.size, j + rx + 1))
+        sub = np.ix_(rows, cols)
+        pw = p[sub]
+        d = _great_circle_km(lat[i], lon[j], lat2[sub], lon2[sub])
+        ring = np.isfinite(pw) & (np.abs(d - ring_km) <= half_cell_km)
         if ring.sum() < 4:
             continue
-        depth = float(np.mean(p[ring]) - p[i, j])
+        depth = float(np.mean(pw[ring]) - p[i, j])
         if depth < min_depth:
             continue
         wmax = float("nan")
         if speed is not None:
-            near = (d <= wind_km) & np.isfinite(speed)
-            wmax = float(np.max(speed[near])) if near.any() else float("nan")
+            sw = speed[sub]
+            near = (d <= wind_km) & np.isfinite(sw)
+            wmax = float(np.max(sw[near])) if near.any() else float("nan")
             if not (wmax >= min_wind):
                 continue
         out.append(CycloneCandidate(float(lat[i]), float(lon[j]), float(p[i, j]), depth, wmax))

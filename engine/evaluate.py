@@ -1,4 +1,4 @@
-"""Benchmark the downscaling methods on held-out demo cases (``zssd evaluate``).
+"""Benchmark the downscaling methods on held-out demo cases (``zssd evaluate``, :mod:`engine.cli.evaluate`).
 
 Protocol
 --------
@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import sys
 import time as _time
 from typing import Any, Callable, Sequence
 
@@ -43,14 +42,14 @@ import pandas as pd
 from .demo_world import HELDOUT_YEARS, DemoWorld
 from .gcm import PSEUDO_GCMS, REAL_FILES
 from .grids import PAIRED_TASKS, Region
+from .methods import CLASSICAL, get_method, method_names
 from .case_scores import add_probabilistic, cyclone_scores, cyclone_summary, summarise
 from .probabilistic import reliability_index
 from .real_sources import PAIRED_REAL, REAL_SOURCES, era5_week
 from .variables import VARIABLES
 
 __all__ = ["EvalCase", "parse_task", "evaluation_cases", "real_evaluation_cases", "REAL_REGIONS",
-           "REAL_TUNING_TIMES", "REAL_TASKS", "evaluate", "markdown_table", "add_parser", "run",
-           "machine_info"]
+           "REAL_TUNING_TIMES", "REAL_TASKS", "evaluate", "markdown_table", "machine_info"]
 
 
 class EvalCase(tuple):
@@ -189,7 +188,7 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     """
     from . import pipeline as P
     from .metrics import score
-    from .samplers.common import check_steps
+    from .samplers.respacing import check_steps
 
     user = gcm_files is not None
     if user:
@@ -222,11 +221,14 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     else:
         case_list = real_evaluation_cases(cases) if real else evaluation_cases(cases, seed, size_px, world)
     unavailable: dict[str, str] = {}
-    if real and "bcsd" in methods:
-        methods = [m for m in methods if m != "bcsd"]
-        unavailable["bcsd"] = ("BCSD needs years of input/reference pairs per calendar month to train its quantile "
-                               "maps; " + ("your files are scored case by case" if user else
-                                           "the real ERA5 week has 24 times") + ", so it is not run (not faked)")
+    trained_baselines = method_names(kind=CLASSICAL, paired_training=True)  # BCSD: trained per case on paired years
+    for tm in (trained_baselines if real else ()):
+        if tm in methods:
+            methods = [m for m in methods if m != tm]
+            unavailable[tm] = (f"{get_method(tm).label} needs years of input/reference pairs per calendar month to "
+                               "train its quantile maps; " + ("your files are scored case by case" if user else
+                                                              "the real ERA5 week has 24 times")
+                               + ", so it is not run (not faked)")
     ens_sizes = sorted({k for k in (1, 4, 8) if k < members} | {members})
     scales = {}
     for m in P.GUIDED_METHODS:
@@ -251,7 +253,7 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
         for m in methods:
             if progress is not None:
                 progress(f"case {ci + 1}/{len(case_list)} {ec.name} {ec.time:%Y-%m-%dT%H} {m}")
-            if m == "bcsd":
+            if m in trained_baselines:  # its training time is reported apart (bcsd_train_seconds)
                 t0 = _time.perf_counter()
                 P._train_bcsd(case)
                 bcsd_train.append(_time.perf_counter() - t0)
@@ -403,98 +405,3 @@ def _fmt(x: float) -> str:
     if not np.isfinite(x):
         return "nan"
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:.0f}"
-
-
-# ---------------------------------------------------------------- CLI
-def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="score downscaling methods on held-out demo cases",
-                       description="Score methods on held-out demo cases (years " +
-                                   ", ".join(map(str, HELDOUT_YEARS)) + "); prints a Markdown table.")
-    p.add_argument("--task", default=None, help="x6 | x10 | x20 | gcm:NAME (a pseudo-GCM) | era5-x20 | era5-x10 "
-                                                "(real ERA5 week, scored at its 1° points); or use --gcm-file")
-    p.add_argument("--gcm-file", nargs="+", metavar="FILE", help="your own input files (NetCDF, GRIB or Zarr; as "
-                   "zssd downscale --gcm-file) instead of --task; needs --reference-file and cases")
-    p.add_argument("--reference-file", nargs="+", metavar="FILE",
-                   help="the truth for --gcm-file (e.g. your ERA5 at 0.25° or 1°); scored at its own points")
-    p.add_argument("--times", default=None, help="with --gcm-file: comma-separated ISO times")
-    p.add_argument("--regions", default=None, help="with --gcm-file: 'S,N,W,E;S,N,W,E' (every time on every region)")
-    p.add_argument("--cases-file", default=None, help="with --gcm-file: TOML with [[case]] time=…, region=…, name=…")
-    p.add_argument("--time-tolerance", default=None, help="with --gcm-file: largest distance to the nearest step")
-    p.add_argument("--methods", default="bilinear,lapse,bcsd,ddrm,dps,zssd", help="comma-separated methods")
-    p.add_argument("--cases", type=int, default=8, help="number of cases (half catalog cyclones, half random)")
-    p.add_argument("--steps", type=int, default=100, help="sampler steps")
-    p.add_argument("--members", type=int, default=1, help="ensemble members (the ensemble mean is scored)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random cases and the samplers")
-    p.add_argument("--region-px", type=int, default=128, help="region size in 0.25 deg pixels (default 128)")
-    p.add_argument("--guidance-scale", default=None,
-                   help="zeta, e.g. '3' for both or 'zssd=3,dps=10' (default: tuned values)")
-    p.add_argument("--checkpoint", default=None, help="prior checkpoint (default: the demo prior)")
-    p.add_argument("--json", required=True, help="output JSON file")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(_run=run)
-
-
-def _parse_scales(text: str | None) -> dict[str, float] | None:
-    if not text:
-        return None
-    if "=" not in text:
-        z = float(text)
-        return {"zssd": z, "zssd-bc": z, "dps": z}
-    out = {}
-    for part in text.split(","):
-        k, _, v = part.partition("=")
-        if k.strip() not in ("zssd", "zssd-bc", "dps"):
-            raise ValueError(f"--guidance-scale: unknown method {k.strip()!r} (zssd, zssd-bc, dps)")
-        out[k.strip()] = float(v)
-    return out
-
-
-def run(args) -> int:
-    from .pipeline import check_method, write_json_atomic
-
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise ValueError("--methods is empty")
-    for m in methods:
-        check_method(m)
-    user_cases = None
-    if args.gcm_file:
-        from .user_files import parse_cases
-
-        if args.task:
-            raise ValueError("give --task or --gcm-file, not both")
-        if not args.reference_file:
-            raise ValueError("--gcm-file needs --reference-file (the truth to score against)")
-        for f in list(args.gcm_file) + list(args.reference_file):
-            if not os.path.exists(f):
-                raise FileNotFoundError(f"{f} not found")
-        user_cases = parse_cases(args.times, args.regions, args.cases_file)
-    elif not args.task:
-        raise ValueError("give --task NAME or --gcm-file FILE … --reference-file FILE …")
-    else:
-        parse_task(args.task)
-    scales = _parse_scales(args.guidance_scale)
-    out_dir = os.path.dirname(os.path.abspath(args.json))
-    if not os.path.isdir(out_dir):
-        raise FileNotFoundError(f"output directory {out_dir} does not exist")
-    prog = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    res = evaluate(args.task or "files", methods, args.cases, args.steps, args.members, args.seed, args.checkpoint,
-                   scales, args.region_px, progress=prog, gcm_files=args.gcm_file,
-                   reference_files=args.reference_file, user_cases=user_cases, time_tolerance=args.time_tolerance)
-    res["command"] = "zssd evaluate " + " ".join(
-        f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("task", "methods", "cases", "steps", "members",
-                                                                 "seed", "region_px", "json", "times", "regions",
-                                                                 "cases_file", "time_tolerance")
-        if getattr(args, k, None) is not None
-    ) + (f" --guidance-scale {args.guidance_scale}" if args.guidance_scale else "") + (
-        f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
-    if args.gcm_file:
-        res["command"] += (" --gcm-file " + " ".join(args.gcm_file) + " --reference-file "
-                           + " ".join(args.reference_file))
-    write_json_atomic(res, args.json)
-    md = markdown_table(res)
-    from .pipeline import _write_atomic
-
-    _write_atomic(os.path.splitext(args.json)[0] + ".md", lambda tmp: tmp.write_text(md + "\n"))
-    print(md)
-    return 0

@@ -13,15 +13,13 @@
 * :func:`write_netcdf_atomic` — write to a temporary name in the same
   directory and ``os.replace`` it; nothing is left behind on failure.
 
-Also the ``zssd downscale`` sub-command (:func:`add_parser`, :func:`run`).
+The ``zssd downscale`` sub-command is :mod:`engine.cli.downscale`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
-import sys
 import time as _time
 import uuid
 from collections import OrderedDict
@@ -39,6 +37,7 @@ from .demo_world import SOURCE_LABEL, TRAIN_YEARS, DemoWorld, check_training_tim
 from .errors import DataError
 from .gcm import GCM_SOURCES, REAL_FILES, fine_region_for, gcm_field
 from .grids import GridError, LatLonGrid, Region, era5_grid
+from .methods import CLASSICAL, DIFFUSION, METHODS as METHOD_REGISTRY, is_guided, method_names, sampler_name
 from .operators import grid_from_xarray
 from .real_sources import ERA5_CREDIT, REAL_LABEL, REAL_SOURCES, era5_points_grid, era5_reference
 from .statics import ASSETS
@@ -48,15 +47,16 @@ __all__ = [
     "Case", "METHODS", "BASELINES", "DIFFUSION_METHODS", "prepare_case", "baseline", "sampler", "result_dataset",
     "baseline_result", "write_netcdf_atomic", "write_json_atomic", "default_prior", "load_prior",
     "DEFAULT_CHECKPOINT", "get_world", "prior_sha256", "check_source",
-    "bcsd_training_times", "parse_time", "parse_region", "check_method", "run_method", "add_parser", "run",
+    "bcsd_training_times", "parse_time", "parse_region", "check_method", "run_method",
     "REFERENCE_LABEL", "coarse_elevation", "reference_label",
 ]
 
-BASELINES: tuple[str, ...] = ("bilinear", "lapse", "bcsd")
-DIFFUSION_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps", "ddrm")
+#: Method names by kind, from the registry :data:`engine.methods.METHODS`.
+BASELINES: tuple[str, ...] = method_names(kind=CLASSICAL)
+DIFFUSION_METHODS: tuple[str, ...] = method_names(kind=DIFFUSION)
 #: Methods that take a guidance scale ζ (zssd-bc uses zssd's).
-GUIDED_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps")
-METHODS: tuple[str, ...] = BASELINES + DIFFUSION_METHODS
+GUIDED_METHODS: tuple[str, ...] = method_names(guided=True)
+METHODS: tuple[str, ...] = tuple(METHOD_REGISTRY)
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
 REFERENCE_LABEL = "demo world (synthetic)"
 #: BCSD training sample: every third training year (10 years) x these days of the case's month, same UTC hour.
@@ -400,10 +400,10 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
     if method in BC_METHODS:  # correct Y's large-scale bias at the unified grid, then guide as usual
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
-    if method in ("zssd", "dps"):
+    if is_guided(method):
         kw["guidance_scale"] = guidance_scale
-    elif guidance_scale is not None and method == "ddrm":
-        raise ValueError("ddrm takes no guidance scale (it projects onto the data); use sigma_y/eta_b")
+    elif guidance_scale is not None and method in METHOD_REGISTRY:  # ddrm: the registered unguided sampler
+        raise ValueError(f"{method} takes no guidance scale (it projects onto the data); use sigma_y/eta_b")
     return fn(prior, case.gcm, case.fine, case.static, case.time_feats, steps=steps, members=members, seed=seed,
               **kw)
 
@@ -554,7 +554,7 @@ def guidance_default(method: str, steps: int) -> float:
     """The tuned ζ for a guided method (``zssd-bc`` guides like ``zssd``)."""
     from .samplers import default_guidance_scale
 
-    return default_guidance_scale("zssd" if method == "zssd-bc" else method, steps)
+    return default_guidance_scale(sampler_name(method), steps)
 
 
 # ---------------------------------------------------------------- output
@@ -590,150 +590,3 @@ def write_netcdf_atomic(ds: xr.Dataset, path: str | os.PathLike) -> Path:
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """Write JSON atomically (same scheme as :func:`write_netcdf_atomic`)."""
     return _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
-
-
-# ---------------------------------------------------------------- CLI
-def add_parser(sub) -> None:
-    p = sub.add_parser("downscale", help="downscale one GCM field to 0.25 deg and write a CF NetCDF file",
-                       description="Downscale a GCM field (pseudo-GCM, paired task x6/x10/x20 or the real "
-                                   "MPI-ESM-LR file) over a region with a baseline or a diffusion sampler.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--gcm", help=f"GCM source id ({', '.join(GCM_SOURCES)})")
-    src.add_argument("--gcm-file", nargs="+", metavar="FILE",
-                     help="your own GCM/reanalysis files instead of --gcm: CF NetCDF, GRIB or Zarr; one per "
-                          "variable or one with several; CMIP (tas, psl, uas, vas) or ERA5 (t2m/2t, msl, u10/10u, "
-                          "v10/10v) names; any calendar")
-    p.add_argument("--time", required=True, help="ISO time, e.g. 2021-08-28T12:00 (the nearest step within "
-                                                 "--time-tolerance is used and recorded)")
-    p.add_argument("--time-tolerance", default=None,
-                   help="largest distance to the nearest time step of --gcm-file, e.g. 3h (default: half the "
-                        "file's median step; monthly files match by month)")
-    p.add_argument("--region", required=True, help="S,N,W,E in degrees, e.g. 10,42,120,152")
-    p.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--steps", type=int, default=100, help="sampler steps (1-1000; default 100)")
-    p.add_argument("--members", type=int, default=1, help="ensemble members (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--guidance-scale", type=float, default=None,
-                   help="guidance scale zeta for zssd/dps (default: the tuned value for the step count)")
-    p.add_argument("--guidance-schedule", default="constant", help="constant|noise (zssd/dps)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (zssd/dps default 1 = DDPM; ddrm default 0.85)")
-    p.add_argument("--sigma-y", type=float, default=0.0, help="ddrm observation noise (normalised units; 0 = exact)")
-    p.add_argument("--variables", default=None, help=f"comma-separated subset of {','.join(VARIABLES)} to write")
-    p.add_argument("--checkpoint", default=None, help="prior checkpoint (.safetensors; default: the demo prior)")
-    p.add_argument("--world-seed", type=int, default=0, help="demo world seed")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--out", required=True, help="output NetCDF file")
-    p.set_defaults(_run=run)
-
-
-def _validate_args(args) -> tuple[list[str] | None, Path]:
-    check_method(args.method)
-    from .samplers.common import GUIDANCE_SCHEDULES, check_steps
-
-    check_steps(args.steps)
-    if args.members < 1:
-        raise ValueError(f"--members must be at least 1, got {args.members}")
-    if args.guidance_schedule not in GUIDANCE_SCHEDULES:
-        raise ValueError(f"unknown --guidance-schedule {args.guidance_schedule!r}; choose from "
-                         f"{', '.join(GUIDANCE_SCHEDULES)}")
-    if args.guidance_scale is not None and args.method not in GUIDED_METHODS:
-        raise ValueError(f"--guidance-scale applies to zssd, zssd-bc and dps only, not {args.method}")
-    variables = None
-    if args.variables:
-        variables = [v.strip() for v in args.variables.split(",") if v.strip()]
-        bad = [v for v in variables if v not in VARIABLES]
-        if bad or not variables:
-            raise ValueError(f"unknown variable(s) {bad}; choose from {', '.join(VARIABLES)}")
-    out = Path(args.out)
-    if out.suffix not in (".nc", ".nc4"):
-        raise ValueError(f"--out must be a NetCDF file name ending in .nc, got {args.out!r}")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise FileNotFoundError(f"output directory {out.parent} does not exist")
-    if args.checkpoint and args.checkpoint != "tiny" and not Path(args.checkpoint).exists():
-        raise FileNotFoundError(f"checkpoint {args.checkpoint} not found")
-    return variables, out
-
-
-def run(args) -> int:
-    """``zssd downscale``: validate everything, run the method (tqdm progress), write atomically."""
-    variables, out = _validate_args(args)
-    gcm, files = source_of(args)
-    case = prepare_case(gcm, args.time, args.region, world_seed=args.world_seed, files=files,
-                        time_tolerance=args.time_tolerance)
-    unguided = [v for v in VARIABLES if v not in case.gcm.data_vars]
-    if files and unguided:
-        print(f"zssd: note: {gcm} has no {', '.join(unguided)}: "
-              + ("the prior draws them unguided" if args.method in DIFFUSION_METHODS else "they are not written"),
-              file=sys.stderr)
-    if variables is not None and args.method in BASELINES:
-        missing = [v for v in variables if v not in case.gcm.data_vars]
-        if missing:
-            raise DataError(f"{gcm} has no {', '.join(missing)} (it has {', '.join(case.gcm_variables)}); "
-                            f"{args.method} cannot produce it")
-    t0 = _time.perf_counter()
-    if args.method in BASELINES:
-        ds = baseline_result(case, baseline(case, args.method), args.method, None, variables)
-    else:
-        from tqdm.auto import tqdm
-
-        prior = load_prior(args.checkpoint, args.device)
-        kw: dict[str, Any] = {}
-        gs = args.guidance_scale
-        if args.method in GUIDED_METHODS:
-            gs = guidance_default(args.method, args.steps) if gs is None else gs
-            kw["guidance_schedule"] = args.guidance_schedule
-            if args.eta is not None:
-                kw["eta"] = args.eta
-        else:
-            kw["sigma_y"] = args.sigma_y
-            if args.eta is not None:
-                kw["eta"] = args.eta
-        gen = sampler(case, prior, args.method, args.steps, args.members, args.seed, gs, **kw)
-        final = None
-        bar = tqdm(total=args.steps, desc=f"{args.method} {gcm}", unit="step", file=sys.stderr,
-                   dynamic_ncols=True)
-        try:
-            for st in gen:
-                final = st
-                bar.update(1)
-                if st.misfit == st.misfit:
-                    bar.set_postfix(misfit=f"{st.misfit_rms:.3g}", refresh=False)
-        finally:
-            bar.close()
-            gen.close()
-        from .bias_correction import BC_METHODS, bias_attrs
-
-        ds = result_dataset(case, final, prior, args.method, args.steps, args.seed, gs,
-                            _time.perf_counter() - t0, variables, extra_attrs={
-                                **{k: v for k, v in kw.items() if isinstance(v, (int, float, str))},
-                                **(bias_attrs(case) if args.method in BC_METHODS else {})})
-    ds.attrs["history"] = f"{_now()} zssd downscale " + " ".join(_argv_of(args))
-    ds.attrs["machine"] = f"{platform.node()} ({platform.machine()}, {platform.system()})"
-    write_netcdf_atomic(ds, out)
-    print(f"wrote {out} ({args.method}, {case.label()})")
-    return 0
-
-
-def source_of(args) -> tuple[str, dict | None]:
-    """``(source id, files)`` for ``--gcm NAME`` or ``--gcm-file FILE …`` (a file set named ``file:<stem>``)."""
-    paths = getattr(args, "gcm_file", None)
-    if not paths:
-        return args.gcm, None
-    from .user_files import user_source_name
-
-    for f in paths:
-        if not Path(f).exists():
-            raise FileNotFoundError(f"--gcm-file {f} not found")
-    name = user_source_name(paths)
-    return name, {name: [Path(f) for f in paths]}
-
-
-def _argv_of(args) -> list[str]:
-    parts = []
-    if getattr(args, "gcm_file", None):
-        parts += ["--gcm-file", *map(str, args.gcm_file)]
-    for k in ("gcm", "time", "time_tolerance", "region", "method", "steps", "members", "seed", "guidance_scale", "checkpoint", "out"):
-        v = getattr(args, k, None)
-        if v is not None:
-            parts += [f"--{k.replace('_', '-')}", str(v)]
-    return parts

@@ -20,7 +20,9 @@ import xarray as xr  # noqa: E402
 from engine.grids import GridError, Region  # noqa: E402
 from zssd_app.config import ServerConfig, load_config, parse_gcm_files  # noqa: E402
 from zssd_app.runner import JobCancelled, RunJob, RunQueue  # noqa: E402
-from zssd_app.state import AppState, snap_region  # noqa: E402
+from zssd_app.cases import snap_region  # noqa: E402
+from zssd_app.state import AppState  # noqa: E402
+from zssd_app.views.scores import metrics_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +93,7 @@ def test_default_case_is_the_real_era5_cyclone(config):
     assert lapse["values"] is not None and lapse["values"].shape == s.case.fine.shape
     assert "not available" in m._data("bcsd")["message"]
     s.variable = "t2m"
-    table = s.metrics_table("t2m").set_index("Method")
+    table = metrics_table(s, "t2m").set_index("Method")
     bil, lap = (float(table.loc[k].iloc[0]) for k in ("Bilinear", "Bilinear + lapse"))
     # scored at the 1° points: the same figures as the engine's evaluation of this case
     from engine import metrics
@@ -124,7 +126,7 @@ def test_invalid_region_notifies_and_keeps_case(state):
         state.notifications.clear()
         state.region_text = bad
         assert state.case_error, bad
-        assert "error" in _levels(state), bad
+        assert state.case_error_field == "region", bad  # shown beside the region field, not as a toast
         assert state.case is before  # the previous case is still shown
     state.region_text = "10,42,-80,-48"
     assert state.case_error == "" and state.case is not before
@@ -139,10 +141,10 @@ def test_date_outside_data_notifies(state):
     import datetime as dt
 
     state.time = dt.datetime(2022, 8, 15)  # typed outside the file: refused, naming its range
-    assert state.case_error and "2005" in state.case_error and "error" in _levels(state)
+    assert state.case_error and "2005" in state.case_error and state.case_error_field == "time"
     state.time = dt.datetime(2005, 8, 15)
     assert state.case_error == "" and not state.case.paired
-    table = state.metrics_table()
+    table = metrics_table(state)
     assert table["Method"].tolist() == ["unpaired"]
 
 
@@ -191,7 +193,7 @@ def test_run_sync_tiny_prior(state, tmp_path):
     assert np.isfinite(state.live).all()
     assert len(state.trace.frames) == 3 and len(state.trace.misfit) == 3
     assert isinstance(state.result, xr.Dataset) and state.result["t2m_members"].sizes["member"] == 2
-    table = state.metrics_table()
+    table = metrics_table(state)
     assert table["Method"].tolist()[:1] == ["Bilinear"] and any("ensemble mean" in m for m in table["Method"])
     # exports: NetCDF atomically into the export dir, PNG drawn by matplotlib
     path = state.export_netcdf()
@@ -403,14 +405,14 @@ def test_configured_gcm_file_is_offered_and_bad_file_reported(tmp_path):
     assert s.case_error == "" and s.case.source_id == "MYMODEL" and not s.case.paired
     s.notifications.clear()
     s.gcm = "BROKEN"
-    assert s.case_error and "error" in _levels(s)
+    assert s.case_error and s.case_error_field == "gcm"
     assert s.case.source_id == "MYMODEL"
 
 
 def test_serve_command_line():
     import argparse
 
-    from engine import serve_cmd
+    from engine.cli import serve as serve_cmd
 
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers()
@@ -426,7 +428,7 @@ def test_serve_command_line():
 
 
 def test_engine_never_imports_panel():
-    code = ("import sys, engine.serve_cmd, engine.pipeline, engine.cyclones; "
+    code = ("import sys, engine.cli.serve, engine.pipeline, engine.cyclones; "
             "assert 'panel' not in sys.modules and 'bokeh' not in sys.modules, 'panel imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 
@@ -451,7 +453,7 @@ def test_ensemble_run_shows_members_mean_spread_and_the_cyclone_panel(config):
     spread = m._data("live")
     assert "spread" in spread["title"] and spread["cmap"] == "viridis"
     assert np.nanmin(spread["values"]) >= 0 and np.nanmax(spread["values"]) > 0
-    table = s.metrics_table("t2m")
+    table = metrics_table(s, "t2m")
     assert "Spread–skill" in table.columns and any("(ensemble)" in str(x) for x in table.iloc[:, 4])
     mae = table.set_index("Method").loc["Bilinear"].iloc[0]
     assert table.set_index("Method").loc["Bilinear"].iloc[3] == mae  # a deterministic field: CRPS = MAE

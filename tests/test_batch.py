@@ -20,7 +20,8 @@ import pytest
 import xarray as xr
 
 from engine import batch
-from engine.batch import BatchError, BatchSpec, case_seed, open_store, plan_batch, run_batch
+from engine.batch import BatchError, BatchSpec, case_seed, open_store, plan_batch, run_batch, runner
+from engine.batch.store import Store
 from engine.variables import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,17 +54,17 @@ def _data(path) -> xr.Dataset:
 
 
 class Counter:
-    """Wrap ``batch.compute_case`` (in-process runs) to count the cases computed."""
+    """Wrap ``runner.compute_case`` (in-process runs) to count the cases computed."""
 
     def __init__(self, monkeypatch):
         self.calls: list[int] = []
-        real = batch.compute_case
+        real = runner.compute_case
 
         def counted(task, index):
             self.calls.append(index)
             return real(task, index)
 
-        monkeypatch.setattr(batch, "compute_case", counted)
+        monkeypatch.setattr(runner, "compute_case", counted)
 
 
 @pytest.fixture(scope="module")
@@ -200,10 +201,10 @@ def test_second_writer_is_locked_out(tmp_path):
     out = tmp_path / "b.zarr"
     run_batch(bil(end="2022-08-01T00"), out, scheduler="inline", progress=False, log=None)
     plan = plan_batch(bil(end="2022-08-01T00"), out)
-    st = batch._Store(plan)
+    st = Store(plan)
     try:
         with pytest.raises(BatchError, match="another zssd batch"):
-            batch._Store(plan)
+            Store(plan)
     finally:
         st.close()
 
@@ -232,7 +233,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path, name, monkeypatch):
     change, msg = BAD[name]
     out = tmp_path / "sub" / "b.zarr"
     counter = Counter(monkeypatch)
-    monkeypatch.setattr(batch, "start_client", lambda *a, **k: pytest.fail("a cluster was started"))
+    monkeypatch.setattr(runner, "start_client", lambda *a, **k: pytest.fail("a cluster was started"))
     with pytest.raises(ValueError, match=msg):
         run_batch(bil(**change), out, progress=False, log=None)
     assert counter.calls == [] and not out.exists() and not (tmp_path / "sub").exists()
@@ -248,7 +249,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path, where, monkeypatch):
         if not Path("/proc").is_dir():
             pytest.skip("needs /proc")
         out = Path("/proc") / f"zssd-test-{os.getpid()}" / "b.zarr"
-    monkeypatch.setattr(batch, "start_client", lambda *a, **k: pytest.fail("a cluster was started"))
+    monkeypatch.setattr(runner, "start_client", lambda *a, **k: pytest.fail("a cluster was started"))
     with pytest.raises(BatchError, match="not a directory|not writable"):
         run_batch(bil(), out, progress=False, log=None)
     assert not out.exists()
@@ -268,7 +269,7 @@ def main(monkeypatch):
     """``zssd`` entry point with only the batch sub-command wired (independent of the other modules)."""
     from engine import cli
 
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"batch": "engine.batch"})
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"batch": "engine.cli.batch"})
     return cli.main
 
 
@@ -430,7 +431,7 @@ def test_ctrl_c_of_the_cli_then_resume(tmp_path, bil_ref):
 
     out = tmp_path / "s.zarr"
     # the real entry point, wired with the batch sub-command only (independent of the other modules)
-    boot = ("import sys; from engine import cli; cli.SUBCOMMANDS = {'batch': 'engine.batch'}; "
+    boot = ("import sys; from engine import cli; cli.SUBCOMMANDS = {'batch': 'engine.cli.batch'}; "
             "sys.exit(cli.main(sys.argv[1:]))")
     cmd = [sys.executable, "-c", boot, "batch", "--gcm", GCM, "--start", "2022-08-01T00", "--end",
            "2022-08-03T18", "--region", REGION, "--method", "bilinear", "--out", str(out), "--workers", "2",

@@ -24,6 +24,34 @@ def test_every_subcommand_is_wired():
     assert set(sub.choices) == set(SUBCOMMANDS) == {"cases", "downscale", "evaluate", "train", "batch", "serve"}
 
 
+def test_argument_parsing_lives_in_engine_cli_only():
+    """Every sub-command is a module of ``engine/cli/``; the engine modules it calls parse no arguments."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    import engine
+    from engine.cli import SUBCOMMANDS
+
+    root = Path(engine.__file__).parent
+    for name, mod in SUBCOMMANDS.items():
+        m = importlib.import_module(mod)
+        assert Path(m.__file__).parent == root / "cli", name
+        assert callable(m.add_parser) and callable(m.run), name
+    for name in ("engine.pipeline", "engine.evaluate", "engine.batch", "engine.prior.train", "engine.readers"):
+        m = importlib.import_module(name)
+        assert not hasattr(m, "add_parser") and not hasattr(m, "run"), name
+    pure = [root / "pipeline.py", root / "evaluate.py", root / "prior" / "train.py",
+            *sorted((root / "batch").glob("*.py"))]
+    for f in pure:
+        tree = ast.parse(f.read_text())
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "argparse" not in imported, f"{f} imports argparse"
+        defs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+        assert not defs & {"add_parser", "run", "main"}, f"{f} defines {defs & {'add_parser', 'run', 'main'}}"
+
+
 def _downscale(out, *extra, gcm="x6", method="bilinear", region=REGION, time=TIME):
     return main(["downscale", "--gcm", gcm, "--time", time, "--region", region, "--method", method,
                  "--out", str(out), *extra])

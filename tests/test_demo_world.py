@@ -163,6 +163,40 @@ def test_continentality_follows_the_land_not_the_object_id():
     assert _continentality(Statics(dem=base.dem, land=base.land.copy(), grid=base.grid)) is a  # same content
 
 
+def test_continentality_is_the_lands_not_the_seeds(world):
+    """Continentality is geography: worlds of different seeds share one field (their weather differs,
+    test_deterministic_per_seed_and_region_independent)."""
+    other = DemoWorld(1)
+    assert other.statics is world.statics and other._cont is world._cont
+
+
+def test_continentality_cache_survives_reused_ids(monkeypatch):
+    """CPython reuses an object's id once it is collected: a new Statics at an old id gets its own field."""
+    import gc
+
+    from scipy.ndimage import gaussian_filter
+
+    import engine.demo_world as dw
+    from engine.statics import Statics
+
+    monkeypatch.setattr(dw, "_CONT_CACHE", {})
+    rng = np.random.default_rng(0)
+    ids: set[int] = set()
+    reused = False
+    for _ in range(20):
+        land = (rng.random((30, 40)) < 0.5).astype(np.float32)
+        s = Statics(dem=np.zeros_like(land), land=land, grid=None)
+        reused |= id(s) in ids
+        ids.add(id(s))
+        expected = np.clip(gaussian_filter(land.astype(np.float64), sigma=(10.0, 14.0), mode=("nearest", "wrap")),
+                           0.0, 1.0).astype(np.float32)
+        np.testing.assert_array_equal(dw._continentality(s), expected)
+        del s
+        gc.collect()
+    if not reused:
+        pytest.skip("this interpreter gave every Statics a new id (the stale-cache case did not arise)")
+
+
 def test_cyclones_have_a_broad_outer_low():
     """Recalibrated against the real ERA5 cyclone (benchmarks/realism.py): the deficit at 500 km is
     more than a tenth of the central one (a bare Holland vortex gave about 1 %)."""

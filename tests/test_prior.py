@@ -14,8 +14,8 @@ import torch
 
 from engine.prior.model import CheckpointError, Conditioning, Prior
 from engine.prior.network import ConditionalUNet, UNetConfig, count_flops
-from engine.prior.schedule import (DiffusionSchedule, cosine_betas, eps_from_v, linear_betas, predict_eps,
-                                   predict_x0, q_sample, respace, v_target)
+from engine.prior.schedule import (DiffusionSchedule, cosine_betas, eps_from_v, eps_from_x0, linear_betas,
+                                   predict_eps, predict_x0, q_sample, respace, v_target, x0_from_eps)
 from engine.prior.train import TrainConfig, load_state, lr_at, train
 
 TINY = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), token_dim=16,
@@ -97,6 +97,10 @@ def test_schedule_posterior_and_x0_identities():
     assert xt.dtype == torch.float64
     torch.testing.assert_close(predict_x0(s, xt, t, eps), x0, rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(predict_eps(s, xt, t, x0), eps, rtol=1e-7, atol=1e-7)
+    # predict_x0 and the samplers' scalar-ᾱ path are one formula (x0_from_eps / eps_from_x0)
+    a = float(s.alphas_cumprod[400])
+    torch.testing.assert_close(x0_from_eps(xt[1:2], eps[1:2], a), predict_x0(s, xt[1:2], t[1:2], eps[1:2]))
+    torch.testing.assert_close(eps_from_x0(xt, x0_from_eps(xt, eps, a), a), eps, rtol=1e-7, atol=1e-7)
     # posterior mean of x_t's noiseless part: c1 + c2 √ᾱ_t = √ᾱ_{t-1} (Ho et al. eq. 7)
     c1, c2, ab = s.posterior_mean_coef1, s.posterior_mean_coef2, s.alphas_cumprod
     torch.testing.assert_close(c1 + c2 * ab.sqrt(), s.alphas_cumprod_prev.sqrt(), rtol=1e-9, atol=1e-12)
@@ -483,7 +487,7 @@ def test_train_data_reuse_resumes_exactly(tmp_path):
 
 def test_era5_crop_stream(tmp_path):
     xr = pytest.importorskip("xarray")
-    from engine.prior.train import Era5CropStream
+    from engine.data_stream import Era5CropStream
 
     lat = np.arange(40.0, 30.0, -0.25)  # 40 cells, descending like ERA5
     lon = np.arange(10.0, 20.0, 0.25)   # 40 cells, regional
@@ -529,7 +533,7 @@ def test_train_config_file(tmp_path):
 def test_train_cli_parser(tmp_path):
     import argparse
 
-    from engine.prior import train as tr
+    from engine.cli import train as tr
 
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers()
@@ -543,7 +547,7 @@ def test_train_cli_stop_after_reaches_train(tmp_path, monkeypatch):
     """``--stop-after`` stops a run early while the LR schedule still runs to ``--steps`` (how the demo prior was made)."""
     import argparse
 
-    from engine.prior import train as tr
+    from engine.cli import train as tr
 
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('steps = 7000\ncrop = 64\nout = "runs/x"\n')

@@ -18,7 +18,8 @@ from engine.samplers import (
     MIN_ALPHA_BAR, KroneckerSVD, StepState, get_sampler, native_observation, record_trajectory, respaced_timesteps,
     sample_ddrm, sample_dps, sample_unconditional, sample_zssd, start_timestep, ucg_coarse_grid, zssd_observation,
 )
-from engine.samplers.common import default_guidance_scale, effective_scale
+from engine.samplers.guidance import effective_scale
+from engine.samplers.guidance_table import default_guidance_scale
 from engine.statics import load_statics
 from engine.variables import VARIABLES
 
@@ -290,8 +291,8 @@ def test_unconditional_ignores_gcm(gauss, fine, cond):
 
 
 def test_ddim_eta1_is_the_ddpm_posterior():
-    from engine.prior.schedule import cosine_betas
-    from engine.samplers.common import ddim_step
+    from engine.prior.schedule import cosine_betas, eps_from_x0
+    from engine.samplers.respacing import ddim_step
 
     s = DiffusionSchedule(cosine_betas(1000), "cosine")
     ab = s.alphas_cumprod
@@ -299,7 +300,7 @@ def test_ddim_eta1_is_the_ddpm_posterior():
     x0 = torch.randn_like(x)
     for t in (999, 500, 1):
         a_t, a_p = float(ab[t]), float(ab[t - 1])
-        eps = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
+        eps = eps_from_x0(x, x0, a_t)
         mean = ddim_step(x, x0, eps, a_t, a_p, 1.0, None)
         assert torch.allclose(mean, s.posterior_mean(x0, x, torch.tensor([t])), atol=1e-10)
         noise = torch.ones_like(x)
@@ -310,7 +311,7 @@ def test_ddim_eta1_is_the_ddpm_posterior():
 def test_tuned_guidance_table_is_read(tmp_path, monkeypatch):
     import json
 
-    import engine.samplers.common as C
+    import engine.samplers.guidance_table as C
 
     f = tmp_path / "guidance_defaults.json"
     f.write_text(json.dumps({"scales": {"zssd": {"20": 2.0, "80": 8.0}}, "date": "d", "checkpoint_sha256": "abc"}))
@@ -321,3 +322,41 @@ def test_tuned_guidance_table_is_read(tmp_path, monkeypatch):
     assert C.default_guidance_scale("dps", 50) == pytest.approx(C.DEFAULT_GUIDANCE["dps"][50])  # fallback
     f.write_text("not json")
     assert C.default_guidance_scale("zssd", 20, with_source=True)[1].startswith("built-in")
+
+
+def test_dps_correction_is_a_gradient_step_on_the_unsquared_misfit():
+    """x_{t'} = x'_{t'} − ζ_t ∇_{x_t} ‖r‖ per member: each member moves by ζ_t along its own unit residual."""
+    from engine.samplers.guidance import dps_correction, guidance_factor
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64).requires_grad_(True)
+    y = torch.randn(1, 4, 4, generator=g, dtype=torch.float64)
+    misfit = torch.sqrt(((x - y) ** 2).flatten(1).sum(1))
+    x_prime = torch.ones(2, 1, 4, 4, dtype=torch.float64)
+    out, gnorm = dps_correction(x_prime, x, misfit, 0.5)
+    unit = ((x - y) / misfit[:, None, None, None]).detach()
+    torch.testing.assert_close(out, x_prime - 0.5 * unit)
+    assert gnorm == pytest.approx(0.5) and not out.requires_grad
+    assert guidance_factor("constant", 0.1) == 1.0 and guidance_factor("noise", 0.75) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown guidance schedule"):
+        guidance_factor("cosine", 0.5)
+
+
+def test_method_registry_matches_the_samplers_and_the_pipeline():
+    from engine import pipeline as P
+    from engine.bias_correction import BC_METHODS
+    from engine.methods import CLASSICAL, METHODS, get_method, is_guided, method_names, sampler_name
+    from engine.samplers import DEFAULT_GUIDANCE, SAMPLERS
+
+    assert P.METHODS == ("bilinear", "lapse", "bcsd", "zssd", "zssd-bc", "dps", "ddrm") == tuple(METHODS)
+    assert P.BASELINES == method_names(kind=CLASSICAL) == ("bilinear", "lapse", "bcsd")
+    assert P.DIFFUSION_METHODS == ("zssd", "zssd-bc", "dps", "ddrm")
+    assert P.GUIDED_METHODS == method_names(guided=True) == ("zssd", "zssd-bc", "dps")
+    assert method_names(paired_training=True) == ("bcsd", "zssd-bc") and BC_METHODS == {"zssd-bc": "zssd"}
+    for m in METHODS.values():
+        assert (m.sampler in SAMPLERS) if m.diffusion else m.sampler is None
+        assert not m.guided or sampler_name(m.name) in DEFAULT_GUIDANCE
+    assert sampler_name("zssd-bc") == "zssd" and sampler_name("bilinear") == "bilinear"
+    assert is_guided("dps") and not is_guided("ddrm") and not is_guided("unconditional")
+    with pytest.raises(ValueError, match="unknown method 'nope'; choose from bilinear, lapse"):
+        get_method("nope")

@@ -4,7 +4,7 @@
 the controls in the sidebar and four tabs — "Downscale", "Spectra & metrics",
 "Teaching view", "About".  Nothing is created at import time; every session
 gets its own :class:`zssd_app.state.AppState` and views, and shares only the
-server-wide run queue, the prior and the demo world.
+server-wide run queue, the prior, the demo world and the prepared cases (:mod:`zssd_app.cases`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ from zssd_app.views.maps import MapsView
 from zssd_app.views.spectra import SpectraView
 from zssd_app.views.teaching import TeachingView
 
-__all__ = ["create_app", "TAB_NAMES"]
+__all__ = ["create_app", "TAB_NAMES", "SESSIONS"]
+
+#: The live server sessions of this process: Bokeh session id -> (state, document).  Work on a session from
+#: another thread goes through ``doc.add_next_tick_callback`` (the load test and benchmark drive sessions so).
+SESSIONS: dict[str, tuple[AppState, "object"]] = {}
 
 TAB_NAMES = ("Downscale", "Spectra & metrics", "Teaching view", "Cyclone", "About")
 ACCENT = "#1f4e79"
@@ -95,7 +99,8 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     configure_cartopy()
     _setup_logging()
     _silence_bokeh_sizing_warning()
-    state = state or AppState(config=config, queue=queue)
+    # in a server session cases load off the event loop (other sessions stay responsive); tests and --warm: inline
+    state = state or AppState(config=config, queue=queue, background=_in_server_session())
     state.prior()  # load (once per server) and set the warning banner text
     if initial_case is not None and state.case is None:
         state.pick_case(state.default_case_name() if initial_case == "default" else initial_case)
@@ -123,7 +128,7 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
         n = int(state.result_meta.get("members", 1)) if state.result is not None else 1
         ensemble_row.visible = n > 1 and state.live_final
         member.end = max(n, 2)
-    state.param.watch(on_result, ["status", "frame_version"])
+    state.param.watch(on_result, ["status", "frame_ready"])
     banner = pn.pane.Alert(f"⚠ {state.prior_warning}", alert_type="warning",
                            visible=bool(state.prior_warning), sizing_mode="stretch_width", margin=(0, 10))
     state.param.watch(lambda e: banner.param.update(object=f"⚠ {e.new}",
@@ -134,7 +139,8 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
                sizing_mode="stretch_width"),
         ensemble_row, maps, sizing_mode="stretch_width")
     tabs = pn.Tabs((TAB_NAMES[0], downscale), (TAB_NAMES[1], spectra), (TAB_NAMES[2], teaching),
-                   (TAB_NAMES[3], cyclone), (TAB_NAMES[4], about), dynamic=False, sizing_mode="stretch_width")
+                   (TAB_NAMES[3], cyclone), (TAB_NAMES[4], about), dynamic=True, sizing_mode="stretch_width")
+    # dynamic: a tab is rendered when first opened (a new session renders only the maps: Ready sooner)
 
     def on_tab(event=None):
         spectra.active = tabs.active == 1
@@ -158,8 +164,15 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
                            "about": about, "cyclone": cyclone, "tabs": tabs, "variable": variable, "banner": banner,
                            "ensemble": ensemble_row}
     if _in_server_session():
+        doc = pn.state.curdoc
+        sid = doc.session_context.id
+        SESSIONS[sid] = (state, doc)
         pn.state.add_periodic_callback(state.poll, period=POLL_MS)
-        pn.state.on_session_destroyed(lambda ctx: state.cancel_all())
+
+        def destroyed(ctx) -> None:
+            SESSIONS.pop(sid, None)
+            state.cancel_all()
+        pn.state.on_session_destroyed(destroyed)
     return template
 
 

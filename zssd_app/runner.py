@@ -13,6 +13,7 @@ calling thread with exactly the same bookkeeping.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
@@ -40,7 +41,8 @@ class RunJob:
 
     _ids = 0
 
-    def __init__(self, fn: Callable[["RunJob"], object], label: str = "run", owner: str = "") -> None:
+    def __init__(self, fn: Callable[["RunJob"], object], label: str = "run", owner: str = "", *,
+                 steps: int = 0, units_per_step: float = 1.0) -> None:
         RunJob._ids += 1
         self.id = RunJob._ids
         self.fn = fn
@@ -57,6 +59,16 @@ class RunJob:
         self._cancel = threading.Event()
         self._done = threading.Event()
         self.thread: threading.Thread | None = None
+        # progress, for the queue's wait estimates: the job function calls progress() after every step
+        self.steps = int(steps)
+        self.units_per_step = float(units_per_step)  # cost of one step (members × cells): scales s/step
+        self.done_steps = 0
+        self.sec_per_step = float("nan")
+
+    def progress(self, done_steps: int, sec_per_step: float) -> None:
+        """Record the job's progress (called from its own thread)."""
+        self.done_steps = int(done_steps)
+        self.sec_per_step = float(sec_per_step)
 
     # ---------------------------------------------------------------- control
     def cancel(self) -> None:
@@ -97,6 +109,26 @@ class RunQueue:
         """``(running, waiting)`` counts."""
         with self._cond:
             return len(self._running), len(self._waiting)
+
+    def wait_estimate(self, job: RunJob) -> float:
+        """Seconds until a waiting ``job`` starts, from the running jobs' measured seconds per step.
+
+        The running jobs' remaining steps plus the steps of every job ahead in line, each scaled by its
+        cost per step (members × cells) relative to the running job's; ``nan`` until a running job has
+        measured its speed.  With several slots, the total is shared between them.
+        """
+        with self._cond:
+            running = list(self._running)
+            ahead = self._waiting[:self._waiting.index(job)] if job in self._waiting else []
+        rates = [j.sec_per_step / max(j.units_per_step, 1e-9) for j in running if math.isfinite(j.sec_per_step)]
+        if not running:
+            return 0.0 if not ahead else float("nan")
+        if not rates:
+            return float("nan")
+        rate = sum(rates) / len(rates)  # seconds per unit of work
+        left = sum(max(j.steps - j.done_steps, 0) * j.units_per_step for j in running)
+        left += sum(j.steps * j.units_per_step for j in ahead)
+        return rate * left / self.max_concurrent
 
     def _renumber(self) -> None:
         for i, j in enumerate(self._waiting):

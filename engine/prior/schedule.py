@@ -31,6 +31,8 @@ __all__ = [
     "q_sample",
     "predict_x0",
     "predict_eps",
+    "x0_from_eps",
+    "eps_from_x0",
     "SCHEDULES",
 ]
 
@@ -198,18 +200,43 @@ def q_sample(schedule: DiffusionSchedule, x0: torch.Tensor, t: torch.Tensor,
     return ab.sqrt() * x0 + (1.0 - ab).sqrt() * noise
 
 
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
+    """The clean estimate ``x̂₀ = (x_t − √(1 − ᾱ) ε) / √ᾱ``  (Ho et al. eq. 15).
+
+    The one place x̂₀ is computed from ``(x_t, ε)``: :func:`predict_x0`, :meth:`Prior.x0_from_eps
+    <engine.prior.model.Prior.x0_from_eps>` and the samplers (:func:`engine.samplers.contract.denoise`)
+    call it.  A v-network's output is first turned into ε (:func:`eps_from_v`, inside ``Prior.eps``).
+
+    Parameters
+    ----------
+    x_t, eps
+        The noisy state and the predicted noise (same shape).
+    alpha_bar
+        ``ᾱ``: a Python float (one timestep for the whole batch; the square roots are taken in
+        float64) or a tensor broadcastable to ``x_t`` (per-sample timesteps, in ``x_t``'s dtype).
+    """
+    if torch.is_tensor(alpha_bar):
+        return (x_t - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+    return (x_t - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+
+
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`x0_from_eps`: ``ε = (x_t − √ᾱ x₀) / √(1 − ᾱ)`` (``alpha_bar`` as there)."""
+    if torch.is_tensor(alpha_bar):
+        return (x_t - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
+    return (x_t - math.sqrt(alpha_bar) * x0) / math.sqrt(1.0 - alpha_bar)
+
+
 def predict_x0(schedule: DiffusionSchedule, x_t: torch.Tensor, t: torch.Tensor,
                eps: torch.Tensor) -> torch.Tensor:
-    """Tweedie/ε estimate ``x̂₀ = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t``  (Ho et al. eq. 15)."""
-    ab = _extract(schedule.alphas_cumprod, t, x_t)
-    return (x_t - (1.0 - ab).sqrt() * eps) / ab.sqrt()
+    """Tweedie/ε estimate ``x̂₀ = (x_t − √(1 − ᾱ_t) ε) / √ᾱ_t``  (Ho et al. eq. 15; :func:`x0_from_eps`)."""
+    return x0_from_eps(x_t, eps, _extract(schedule.alphas_cumprod, t, x_t))
 
 
 def predict_eps(schedule: DiffusionSchedule, x_t: torch.Tensor, t: torch.Tensor,
                 x0: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`predict_x0`: ``ε = (x_t − √ᾱ_t x₀) / √(1 − ᾱ_t)``."""
-    ab = _extract(schedule.alphas_cumprod, t, x_t)
-    return (x_t - ab.sqrt() * x0) / (1.0 - ab).sqrt()
+    """Inverse of :func:`predict_x0`: ``ε = (x_t − √ᾱ_t x₀) / √(1 − ᾱ_t)`` (:func:`eps_from_x0`)."""
+    return eps_from_x0(x_t, x0, _extract(schedule.alphas_cumprod, t, x_t))
 
 
 #: Network output parameterisations: ε (Ho et al. 2020) or v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022).

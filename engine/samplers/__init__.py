@@ -1,5 +1,13 @@
 """Posterior samplers over the prior's denoiser: ZSSD (Unified Coordinate Guidance), vanilla DPS, DDRM.
 
+Modules: :mod:`~engine.samplers.contract` (the denoiser contract, :class:`StepState`),
+:mod:`~engine.samplers.observation` (grids, GCM values, :class:`Observation`),
+:mod:`~engine.samplers.respacing` (timesteps, the ancestral step), :mod:`~engine.samplers.inputs`
+(checks shared by every sampler), :mod:`~engine.samplers.guidance` (:func:`dps_correction`,
+:func:`guided_loop`), :mod:`~engine.samplers.guidance_table` (the tuned ζ), :mod:`~engine.samplers.trajectory`
+(recording a run), and one module per method: :mod:`~engine.samplers.zssd`, :mod:`~engine.samplers.dps`,
+:mod:`~engine.samplers.ddrm`.
+
 Every sampler is called as ``sample_X(prior, gcm, fine, static, time_feats, *, steps, members, seed, …)``,
 validates its input eagerly (``ValueError``/``GridError`` before any computation) and returns a generator of
 :class:`StepState` (the last one is the result; ``.close()`` cancels).
@@ -10,23 +18,23 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from ..grids import LatLonGrid
-from .common import (
-    DEFAULT_GUIDANCE, GUIDANCE_SCHEDULES, MAX_STEPS, MIN_ALPHA_BAR, X0_CLIP, Denoiser, Frame, Observation, StepState,
-    Trajectory,
-    check_steps, default_guidance_scale, expand_conditioning, guided_loop, record_trajectory, respaced_timesteps,
-    start_timestep,
-    ucg_coarse_grid, native_clipped_grid,
-)
+from .contract import X0_CLIP, Denoiser, StepState
 from .ddrm import KroneckerSVD, sample_ddrm
 from .dps import native_observation, sample_dps
-from .zssd import sample_zssd, validate_common, zssd_observation
+from .guidance import GUIDANCE_SCHEDULES, dps_correction, guided_loop
+from .guidance_table import DEFAULT_GUIDANCE, default_guidance_scale
+from .inputs import expand_conditioning, validate_common
+from .observation import Observation, native_clipped_grid, ucg_coarse_grid
+from .respacing import MAX_STEPS, MIN_ALPHA_BAR, check_steps, respaced_timesteps, start_timestep
+from .trajectory import Frame, Trajectory, record_trajectory
+from .zssd import sample_zssd, zssd_observation
 
 __all__ = [
     "StepState", "Observation", "Trajectory", "Frame", "Denoiser", "record_trajectory", "sample_zssd",
     "sample_dps", "sample_ddrm", "sample_unconditional", "SAMPLERS", "get_sampler", "default_guidance_scale",
     "DEFAULT_GUIDANCE", "GUIDANCE_SCHEDULES", "MAX_STEPS", "KroneckerSVD", "zssd_observation",
     "native_observation", "ucg_coarse_grid", "native_clipped_grid", "respaced_timesteps", "check_steps",
-    "start_timestep", "MIN_ALPHA_BAR", "X0_CLIP",
+    "start_timestep", "MIN_ALPHA_BAR", "X0_CLIP", "dps_correction",
 ]
 
 

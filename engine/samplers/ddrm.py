@@ -31,12 +31,11 @@ import torch
 
 from ..grids import LatLonGrid
 from ..operators import SeparableOperator, conservative
-from .common import (
-    X0_CLIP, Denoiser, Observation, StepState, _alphas_cumprod, denoise, expand_conditioning, make_generator,
-    respaced_timesteps, start_timestep,
-)
+from .contract import X0_CLIP, Denoiser, StepState, denoise
 from .dps import native_observation
-from .zssd import validate_common
+from .inputs import expand_conditioning, make_generator, validate_common
+from .observation import Observation
+from .respacing import alphas_cumprod_of, respaced_timesteps, start_timestep
 
 __all__ = ["KroneckerSVD", "sample_ddrm"]
 
@@ -94,9 +93,9 @@ def sample_ddrm(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Observation noise std in the prior's normalised units (0 = noiseless: the
         result's block means equal the GCM values exactly).
     x0_clip
-        Clamp of ``x̂0`` in normalised units (``None``: off); see :func:`engine.samplers.common.denoise`.
+        Clamp of ``x̂0`` in normalised units (``None``: off); see :func:`engine.samplers.contract.denoise`.
     min_alpha_bar
-        First timestep of the chain (see :func:`engine.samplers.common.respaced_timesteps`).
+        First timestep of the chain (see :func:`engine.samplers.respacing.respaced_timesteps`).
 
     Other parameters as :func:`engine.samplers.zssd.sample_zssd`.  All checks run
     before the generator is returned.
@@ -118,9 +117,10 @@ def _ddrm_loop(prior: Denoiser, obs: Observation, op64: SeparableOperator, svd: 
                static: torch.Tensor, tf: torch.Tensor, shape: tuple[int, int], steps: int, members: int,
                seed: int, eta: float, eta_b: float, sigma_y: float,
                x0_clip: float | None, min_alpha_bar: float | None) -> Iterator[StepState]:
+    """The DDRM chain (the update rules of the module docstring), one :class:`StepState` per step."""
     dev = prior.device
     f64 = torch.float64
-    ab = _alphas_cumprod(prior)
+    ab = alphas_cumprod_of(prior)
     ts = respaced_timesteps(steps, ab.size, start_timestep(ab, min_alpha_bar))
     gen = make_generator(dev, seed)
     C = len(prior.variables)

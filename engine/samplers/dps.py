@@ -20,12 +20,12 @@ import torch
 
 from ..grids import LatLonGrid
 from ..operators import conservative
-from .common import (
-    X0_CLIP,
-    GUIDANCE_SCHEDULES, Denoiser, Observation, StepState, default_guidance_scale, expand_conditioning,
-    fine_bounds_region, gcm_grid_of, gcm_tensor, guided_loop, native_clipped_grid, obs_weights,
+from .contract import X0_CLIP, Denoiser, StepState
+from .guidance import check_guidance_schedule, run_guided
+from .inputs import validate_common
+from .observation import (
+    Observation, check_covers, gcm_grid_of, gcm_values, native_clipped_grid, normalize_obs, obs_weights,
 )
-from .zssd import check_covers, normalize_obs, validate_common
 
 __all__ = ["native_observation", "sample_dps"]
 
@@ -35,11 +35,8 @@ def native_observation(prior: Denoiser, gcm, fine: LatLonGrid) -> Observation:
     native = gcm_grid_of(gcm)
     check_covers(native, fine)
     clipped, li, lo = native_clipped_grid(native, fine)
-    Y = gcm_tensor(gcm, prior.variables, li, lo)
-    if not bool(torch.isfinite(Y).any()):
-        raise ValueError(f"the GCM field {native.name} is all NaN over region {fine_bounds_region(fine)}")
+    Y, unguided = gcm_values(prior, gcm, native, fine, li, lo)
     y_n = normalize_obs(prior, Y)
-    unguided = tuple(v for c, v in enumerate(prior.variables) if not bool(torch.isfinite(Y[c]).any()))
     op = conservative(fine, clipped).to(prior.device)
     w = obs_weights(clipped, torch.float32).to(prior.device)
     desc = (f"native: {fine.shape[0]}x{fine.shape[1]} fine -> {clipped.shape[0]}x{clipped.shape[1]} "
@@ -53,12 +50,8 @@ def sample_dps(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, st
                x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None) -> Iterator[StepState]:
     """Vanilla DPS posterior samples; parameters as :func:`engine.samplers.zssd.sample_zssd`."""
     validate_common(prior, fine, steps, members, eta)
-    if guidance_schedule not in GUIDANCE_SCHEDULES:
-        raise ValueError(f"unknown guidance schedule {guidance_schedule!r}; "
-                         f"choose from {', '.join(GUIDANCE_SCHEDULES)}")
+    check_guidance_schedule(guidance_schedule)
     obs = native_observation(prior, gcm, fine)
-    static_b, tf_b = expand_conditioning(prior, static, time_feats, members, fine.shape)
-    zeta = default_guidance_scale("dps", steps) if guidance_scale is None else float(guidance_scale)
-    return guided_loop(prior, obs, static_b, tf_b, fine.shape, steps=steps, members=members, seed=seed,
-                       guidance_scale=zeta, guidance_schedule=guidance_schedule, eta=eta, method="dps",
-                       x0_clip=x0_clip, min_alpha_bar=min_alpha_bar)
+    return run_guided(prior, obs, static, time_feats, fine, method="dps", steps=steps, members=members, seed=seed,
+                      guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
+                      min_alpha_bar=min_alpha_bar)

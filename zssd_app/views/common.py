@@ -216,7 +216,35 @@ def coast_element(x0: float, x1: float, y0: float, y1: float):
     import holoviews as hv
 
     kdims = [hv.Dimension("lon", label="Longitude", unit="°E"), hv.Dimension("lat", label="Latitude", unit="°N")]
-    return hv.Path(coastlines_for(x0, x1, y0, y1), kdims=kdims).opts(color="black", line_width=1.0, alpha=0.8)
+    return hv.Path([join_paths(coastlines_for(x0, x1, y0, y1))], kdims=kdims).opts(
+        color="black", line_width=1.0, alpha=0.8)
+
+
+def join_paths(pieces) -> np.ndarray:
+    """Line pieces as one ``(n, 2)`` array with NaN rows between them (drawn as separate lines by Bokeh,
+    but one glyph: a map renders several times faster than with one path per piece)."""
+    pieces = [np.asarray(p, dtype=np.float64) for p in pieces if len(p)]
+    if not pieces:
+        return np.empty((0, 2))
+    gap = np.full((1, 2), np.nan)
+    return np.concatenate([x for p in pieces for x in (p, gap)][:-1])
+
+
+def lon_formatter():
+    """Bokeh tick formatter writing longitudes as 130°W / 0° / 45°E (any frame: 200 → 160°W)."""
+    from bokeh.models import CustomJSTickFormatter
+
+    return CustomJSTickFormatter(code=(
+        "const l = ((tick + 180) % 360 + 360) % 360 - 180; const a = Math.round(Math.abs(l) * 100) / 100;"
+        "return a == 0 ? '0°' : (a == 180 ? '180°' : a + (l < 0 ? '°W' : '°E'));"))
+
+
+def lat_formatter():
+    """Bokeh tick formatter writing latitudes as 20°S / 0° / 35°N."""
+    from bokeh.models import CustomJSTickFormatter
+
+    return CustomJSTickFormatter(code=(
+        "const a = Math.round(Math.abs(tick) * 100) / 100; return a == 0 ? '0°' : a + (tick < 0 ? '°S' : '°N');"))
 
 
 def vector_element(lat: np.ndarray, lon: np.ndarray, u: np.ndarray | None, v: np.ndarray | None,

@@ -9,8 +9,9 @@ import numpy as np
 import panel as pn
 import param
 
-from ..state import AppState, source_label
-from .common import coastline_segments
+from ..cases import source_label
+from ..state import AppState
+from .common import coastline_segments, join_paths
 
 __all__ = ["Controls", "overview_map"]
 
@@ -30,7 +31,7 @@ def _case_options(state: AppState) -> dict[str, str]:
 def overview_map(state: AppState, bounds_stream: hv.streams.BoundsXY, region_pipe: hv.streams.Pipe):
     """A small world map: the current region as a box; drag (box select) to choose a new one."""
     kd = [hv.Dimension("ov_lon", label="Longitude", unit="°E"), hv.Dimension("ov_lat", label="Latitude", unit="°N")]
-    coast = hv.Path(list(coastline_segments()), kdims=kd).opts(
+    coast = hv.Path([join_paths(coastline_segments())], kdims=kd).opts(
         color="#555", line_width=0.6, tools=["box_select"], active_tools=["box_select"], default_tools=[],
         nonselection_alpha=1.0,
         selection_alpha=1.0)
@@ -78,7 +79,11 @@ class Controls(pn.viewable.Viewer):
             "Type S,N,W,E and press Enter, or **drag a box** on the map below. Boxes snap to the 0.25° grid "
             f"(sides {s.config.min_region_deg:g}–{s.config.max_region_deg:g}°).",
             width=W, styles={"font-size": "0.85em", "color": "#555"}, margin=(0, 10))
-        self.region_error = pn.pane.Alert("", alert_type="danger", visible=False, width=W, margin=(0, 10))
+        # a selection error is shown beside the field it belongs to (and nowhere else), until it is fixed
+        self.errors = {f: pn.pane.Alert("", alert_type="danger", visible=False, width=W, margin=(0, 10),
+                                        css_classes=[f"zssd-error-{f or 'case'}"])
+                       for f in ("", "gcm", "time", "region")}
+        self.region_error = self.errors["region"]
         self._bounds = hv.streams.BoundsXY()
         self._region_pipe = hv.streams.Pipe(data=_region_boxes(s))
         self.map = pn.pane.HoloViews(overview_map(s, self._bounds, self._region_pipe), width=W + 10,
@@ -114,9 +119,10 @@ class Controls(pn.viewable.Viewer):
         # ---------------------------------------------------------- wiring
         self.case_select.param.watch(self._on_case, "value")
         self.gcm.param.watch(lambda e: setattr(s, "gcm", e.new), "value")
-        s.param.watch(self._sync_from_state, ["gcm", "case_name", "case_error", "case_version", "detections"])
+        s.param.watch(self._sync_from_state, ["gcm", "case_name", "case_error", "case_error_field", "case_loaded",
+                                             "detections"])
         s.param.watch(self._sync_progress, ["status", "step", "n_steps", "sec_per_step", "misfit", "queue_position",
-                                            "status_text"])
+                                            "queue_wait_s", "status_text"])
         s.param.watch(self._sync_guidance, ["method", "steps", "guidance_auto"])
         self._sync_guidance()
         self._sync_progress()
@@ -151,8 +157,9 @@ class Controls(pn.viewable.Viewer):
             self.gcm.value = s.gcm
         if self.case_select.value != s.case_name:
             self.case_select.value = s.case_name
-        self.region_error.object = s.case_error
-        self.region_error.visible = bool(s.case_error)
+        for f, alert in self.errors.items():
+            on = bool(s.case_error) and s.case_error_field == f
+            alert.param.update(object=s.case_error if on else "", visible=on)
         self._region_pipe.send(_region_boxes(s))
         if not s.detections and self.found.visible:
             self.found.param.update(options={}, visible=False)
@@ -192,15 +199,20 @@ class Controls(pn.viewable.Viewer):
                                   + (f" · ~{eta:.0f} s left" if math.isfinite(eta) else ""))
         elif s.status == "queued":
             pos = f"position {s.queue_position} in the server's queue" if s.queue_position else "waiting for a slot"
-            self.status.object = (f"**Queued** · {pos} (this server runs {s.queue.max_concurrent} sampling "
+            wait = (f" · about {s.queue_wait_s:.0f} s to wait" if math.isfinite(s.queue_wait_s) and s.queue_wait_s > 0
+                    else " · estimating the wait…" if s.queue_position else "")
+            self.status.object = (f"**Queued** · {pos}{wait} (this server runs {s.queue.max_concurrent} sampling "
                                   f"run{'s' if s.queue.max_concurrent > 1 else ''} at a time) · Stop leaves the queue")
+        elif s.status == "loading":
+            self.status.object = f"⏳ {s.status_text}"
         else:
             self.status.object = s.status_text
 
     def __panel__(self):
         return pn.Column(
             pn.pane.Markdown("#### 1 · Case", margin=(0, 10)),
-            self.case_select, self.gcm, self.time, self.region, self.region_help, self.region_error,
+            self.errors[""], self.case_select, self.gcm, self.errors["gcm"], self.time, self.errors["time"],
+            self.region, self.region_help, self.errors["region"],
             self.map, self.find_btn, self.found,
             pn.layout.Divider(),
             pn.pane.Markdown("#### 2 · Method", margin=(0, 10)),

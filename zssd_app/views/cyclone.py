@@ -115,7 +115,7 @@ class CycloneView(pn.viewable.Viewer):
                                            sizing_mode="stretch_width", layout="fit_columns", theme="simple")
         self._dirty = True
         s = self.state
-        s.param.watch(lambda *_: self.refresh(), ["case_version", "baseline_version", "status"])
+        s.param.watch(lambda *_: self.refresh(), ["case_loaded", "baselines_changed", "status"])
         self.param.watch(lambda e: self.refresh() if e.new and self._dirty else None, "active")
         self.refresh()
 

@@ -110,5 +110,5 @@ def export_widgets(state) -> pn.Row:
     def upd(*_):
         nc.disabled = state.result is None
 
-    state.param.watch(upd, ["status", "case_version"])
+    state.param.watch(upd, ["status", "case_loaded"])
     return pn.Row(nc, png)

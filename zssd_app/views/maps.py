@@ -8,6 +8,8 @@ live update only replaces the image data, so the user's zoom survives.
 
 from __future__ import annotations
 
+import contextlib
+
 import holoviews as hv
 import numpy as np
 import panel as pn
@@ -16,8 +18,8 @@ import param
 from engine.real_sources import REAL_LABEL, REAL_SOURCES
 
 from ..state import AppState
-from .common import (DISPLAY, SOURCE_LABEL_SHORT, blocky, coast_element, display_field, empty_map, map_element,
-                     pretty_source, vector_element)
+from .common import (DISPLAY, SOURCE_LABEL_SHORT, blocky, coast_element, display_field, empty_map, lat_formatter,
+                     lon_formatter, map_element, pretty_source, vector_element)
 
 __all__ = ["MapsView", "PANELS", "map_plot"]
 
@@ -50,17 +52,19 @@ def map_plot(lat, lon, values, *, key: str, clim, title: str, bounds, kind: str 
                  tools=["hover"], title=title, xlim=(x0, x1), ylim=(y0, y1), frame_width=frame_width,
                  frame_height=int(max(120, min(2 * frame_width, h))), clipping_colors={"NaN": "#dddddd"},
                  colorbar_opts={"width": 10}, toolbar="above", fontsize={"title": "10.5pt"},
+                 xlabel="Longitude", ylabel="Latitude", xformatter=lon_formatter(), yformatter=lat_formatter(),
                  default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"], active_tools=["wheel_zoom"],
                  alpha=0.0 if missing else 1.0)
     if kind != "image":
         el = el.opts(line_alpha=0.0, line_width=0)
     coast = coast if coast is not None else coast_element(x0, x1, y0, y1)
     out = el * coast
-    if key == "wind" and show_vectors:
-        out = out * vector_element(lat if vec_lat is None else vec_lat, lon if vec_lon is None else vec_lon, u, v,
-                                   max_speed=float(clim[1]), target=14).opts(
-            color="black", alpha=0.7, magnitude="length", rescale_lengths=False, normalize_lengths=False,
-            pivot="mid", line_width=1.0)
+    # the arrow layer is always there (empty unless wind): a variable switch keeps the overlay's layers
+    wind = key == "wind" and show_vectors
+    out = out * vector_element(lat if vec_lat is None else vec_lat, lon if vec_lon is None else vec_lon,
+                               u if wind else None, v if wind else None, max_speed=float(clim[1]), target=14).opts(
+        color="black", alpha=0.7, magnitude="length", rescale_lengths=False, normalize_lengths=False,
+        pivot="mid", line_width=1.0)
     out = out * empty_map(message or "", x0, x1, y0, y1)
     return out.opts(title=title)
 
@@ -73,17 +77,24 @@ class MapsView(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self._pipes: dict[str, hv.streams.Pipe] = {}
+        self._case = None
         self._pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=400, linked_axes=True,
                                        css_classes=["zssd-maps"])
         self._caption = pn.pane.Markdown("", sizing_mode="stretch_width", styles={"color": "#444"},
                                          margin=(0, 10))
         self._layout = pn.Column(self._caption, self._pane, sizing_mode="stretch_width")
         s = self.state
-        s.param.watch(lambda *_: self.rebuild(), ["case_version", "variable"])
-        s.param.watch(lambda *_: self.push_live(), ["frame_version"])
-        s.param.watch(lambda *_: self.push_baselines(), ["baseline_version"])
+        s.param.watch(lambda *_: self.rebuild(), ["case_loaded"])
+        s.param.watch(lambda *_: self.switch_variable(), ["variable"])
+        s.param.watch(lambda *_: self.push_live(), ["frame_ready"])
+        s.param.watch(lambda *_: self.push_baselines(), ["baselines_changed"])
         s.param.watch(lambda *_: self.push_live(), ["status", "result_view", "result_member"])
+        s.param.watch(lambda *_: self._show_loading(), ["status"])
         self.rebuild()
+
+    def _show_loading(self) -> None:
+        """While a new case loads, the maps (still the old case, under its own caption) are greyed with a spinner."""
+        self._pane.loading = self.state.status == "loading"
 
     def __panel__(self):
         return self._layout
@@ -180,29 +191,56 @@ class MapsView(pn.viewable.Viewer):
         c = s.case
         bounds = _bounds(c)
         coast = coast_element(*bounds)
-        d = DISPLAY[s.variable]
         self._pipes = {p: hv.streams.Pipe(data=self._data(p)) for p in PANELS}
         dmaps = [hv.DynamicMap(self._callback(bounds, coast), streams=[self._pipes[p]]) for p in PANELS]
         layout = hv.Layout(dmaps).cols(3).opts(shared_axes=True, merge_tools=True)
         self._pane.object = layout
+        self._case = c
+        self._caption.object = self._caption_text()
+
+    def _caption_text(self) -> str:
+        c, d = self.state.case, DISPLAY[self.state.variable]
         paired = ("paired with **real ERA5**: the reference is ERA5 at its 1° points (each drawn as a 4×4 block; "
                   "scores use the points only); ERA5 © ECMWF/Copernicus, CC-BY 4.0" if c.real_reference else
                   "paired: the demo-world reference is the truth the GCM field was derived from"
                   if c.paired else "**unpaired**: a real GCM has no matching reference state; the demo-world "
                                    "panel is context only")
-        self._caption.object = (
+        return (
             f"**{c.source_id}**, {c.time:%Y-%m-%d %H:%M} UTC, region {c.region.as_text()} (S,N,W,E) · "
             f"{d.label} in {d.units}, one colour scale for all field panels · {paired} · "
             f"maps in longitude/latitude (PlateCarree); pan/zoom is linked.")
 
+    def switch_variable(self) -> None:
+        """A new variable on the same case: new data through the existing pipes (no new plots), new caption."""
+        if not self._pipes or self.state.case is None or self._case is not self.state.case:
+            self.rebuild()
+            return
+        with self._frozen():
+            for p in PANELS:
+                self._pipes[p].send(self._data(p))
+        self._caption.object = self._caption_text()
+
+    @contextlib.contextmanager
+    def _frozen(self):
+        """Hold the Bokeh documents showing the maps while several panels change: the document's model
+        graph is then recomputed once, not once per panel (half the cost of a variable switch)."""
+        with contextlib.ExitStack() as stack:
+            docs = {id(m.document): m.document for m, _ in self._pane._models.values()
+                    if getattr(m, "document", None) is not None}
+            for doc in docs.values():
+                stack.enter_context(doc.models.freeze())
+            yield
+
     def push_live(self) -> None:
         if not self._pipes or self.state.case is None:
             return
-        for p in ("live", "diff"):
-            self._pipes[p].send(self._data(p))
+        with self._frozen():
+            for p in ("live", "diff"):
+                self._pipes[p].send(self._data(p))
 
     def push_baselines(self) -> None:
         if not self._pipes or self.state.case is None:
             return
-        for p in ("bilinear", "lapse", "bcsd", "diff"):
-            self._pipes[p].send(self._data(p))
+        with self._frozen():
+            for p in ("bilinear", "lapse", "bcsd", "diff"):
+                self._pipes[p].send(self._data(p))

@@ -18,6 +18,7 @@ import xarray as xr
 
 from ..state import AppState
 from .common import DISPLAY, display_field
+from .scores import metrics_table
 
 __all__ = ["SpectraView", "spectra_of"]
 
@@ -81,7 +82,7 @@ class SpectraView(pn.viewable.Viewer):
         self._dmap = hv.DynamicMap(self._plot, streams=[self._pipe])
         self._plot_pane = pn.pane.HoloViews(self._dmap, sizing_mode="stretch_width", min_height=420,
                                             linked_axes=False)
-        self._table = pn.widgets.Tabulator(self.state.metrics_table(), show_index=False, disabled=True,
+        self._table = pn.widgets.Tabulator(metrics_table(self.state), show_index=False, disabled=True,
                                            sizing_mode="stretch_width", layout="fit_columns",
                                            theme="simple", header_align="center")
         self._title = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -97,8 +98,8 @@ class SpectraView(pn.viewable.Viewer):
         self._dirty = False
         self.param.watch(lambda e: self.refresh(force=True) if e.new and self._dirty else None, "active")
         s = self.state
-        s.param.watch(lambda *_: self.refresh(force=True), ["case_version", "variable", "baseline_version", "status"])
-        s.param.watch(lambda *_: self.refresh(), ["frame_version"])
+        s.param.watch(lambda *_: self.refresh(force=True), ["case_loaded", "variable", "baselines_changed", "status"])
+        s.param.watch(lambda *_: self.refresh(), ["frame_ready"])
         self.refresh(force=True)
 
     def __panel__(self):
@@ -135,7 +136,7 @@ class SpectraView(pn.viewable.Viewer):
             return
         self._last = now
         self._pipe.send({"key": s.variable, "curves": spectra_of(s)})
-        self._table.value = s.metrics_table()
+        self._table.value = metrics_table(s)
         d = DISPLAY[s.variable]
         if s.case is None:
             self._title.object = "### Spectra: no case loaded"

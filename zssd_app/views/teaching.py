@@ -13,7 +13,8 @@ import numpy as np
 import panel as pn
 import param
 
-from ..state import AppState, Trace
+from ..records import Trace
+from ..state import AppState
 from .common import DISPLAY, coast_element, map_element, pretty_source
 from .maps import _bounds
 
@@ -123,9 +124,9 @@ class TeachingView(pn.viewable.Viewer):
         self.param.watch(lambda e: self.refresh() if e.new and self._dirty else None, "active")
         self.player.param.watch(self._on_index, "value")
         self.mode.param.watch(lambda *_: self.refresh(reset=True), "value")
-        s.param.watch(lambda *_: self.refresh(), ["history_version", "variable"])
-        s.param.watch(lambda *_: self.refresh(), ["compare_version"])
-        s.param.watch(lambda *_: self.refresh(reset=True), ["case_version"])
+        s.param.watch(lambda *_: self.refresh(), ["history_changed", "variable"])
+        s.param.watch(lambda *_: self.refresh(), ["compare_changed"])
+        s.param.watch(lambda *_: self.refresh(reset=True), ["case_loaded"])
         self.refresh(reset=True)
 
     def __panel__(self):

@@ -1,9 +1,10 @@
 """``zssd`` command line: ``cases``, ``downscale``, ``evaluate``, ``train``, ``batch``, ``serve``.
 
-Each sub-command lives in its own module exposing ``add_parser(subparsers)``
-and ``run(args) -> int``; this file only wires them.  Errors that come from bad
-input (:class:`ValueError` subclasses: ``DataError``, ``GridError``,
-``CheckpointError``…) are printed as one line ``zssd: error: …`` with exit code 2.
+Each sub-command lives in its own module of this package (:data:`SUBCOMMANDS`) exposing
+``add_parser(subparsers)`` and ``run(args) -> int``; the engine modules they call hold no
+argument parsing.  This module only wires them.  Errors that come from bad input
+(:class:`ValueError` subclasses: ``DataError``, ``GridError``, ``CheckpointError``…) are
+printed as one line ``zssd: error: …`` with exit code 2.
 """
 
 from __future__ import annotations
@@ -12,43 +13,21 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main", "SUBCOMMANDS"]
+__all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 #: sub-command -> module providing add_parser/run
 SUBCOMMANDS: dict[str, str] = {
-    "cases": "engine.cli",
-    "downscale": "engine.pipeline",
-    "evaluate": "engine.evaluate",
-    "train": "engine.prior.train",
-    "batch": "engine.batch",
-    "serve": "engine.serve_cmd",
+    "cases": "engine.cli.cases",
+    "downscale": "engine.cli.downscale",
+    "evaluate": "engine.cli.evaluate",
+    "train": "engine.cli.train",
+    "batch": "engine.cli.batch",
+    "serve": "engine.cli.serve",
 }
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("cases", help="list the cyclone cases: the real ERA5 ones first, then the demo world's "
-                                     "(held-out years)")
-    p.add_argument("--years", default=None, help="comma-separated years (default: the held-out demo years)")
-    p.add_argument("--seed", type=int, default=0, help="demo world seed")
-    p.set_defaults(_run=run)
-
-
-def run(args) -> int:
-    from .demo_world import HELDOUT_YEARS, DemoWorld
-
-    years = [int(y) for y in args.years.split(",")] if args.years else list(HELDOUT_YEARS)
-    print("name\tbasin\tpeak time\tregion S,N,W,E\tmin pressure\tmax 10 m wind\tsource")
-    if not args.years:
-        from .real_sources import real_cyclones
-
-        for c in real_cyclones():  # real first: found by the cyclone finder in the ERA5 week
-            print(c.line())
-    for c in DemoWorld(args.seed).catalog(years):
-        print(c.line())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``zssd`` parser with every sub-command of :data:`SUBCOMMANDS` registered."""
     ap = argparse.ArgumentParser(prog="zssd", description="ZSSD Explorer: zero-shot statistical downscaling "
                                  "by diffusion posterior sampling (Tie & Xiong 2026)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -77,6 +56,19 @@ def _join_signed_values(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``zssd`` console script; returns the exit code.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The sub-command's exit code; 2 for bad input, 130 after Ctrl-C, 0 when the reader of
+        standard output went away (``zssd cases | head``).
+    """
     ap = build_parser()
     args = ap.parse_args(_join_signed_values(list(sys.argv[1:] if argv is None else argv)))
     try:
@@ -93,7 +85,3 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"zssd: error: {msg}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,10 +18,11 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run", "build_command", "APP_PATH"]
 
-APP_PATH = Path(__file__).resolve().parents[1] / "zssd_app" / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "zssd_app" / "app.py"
 
 
 def add_parser(sub) -> None:
+    """Register ``zssd serve`` on an argparse sub-parser collection."""
     p = sub.add_parser("serve", help="start the interactive dashboard (Panel server)",
                        description="Start the ZSSD Explorer dashboard; open http://ADDRESS:PORT/app in a browser.")
     p.add_argument("--port", type=int, default=5006, help="port to listen on (default 5006)")
@@ -45,7 +46,7 @@ def add_parser(sub) -> None:
     p.set_defaults(_run=run)
 
 
-def build_command(args) -> tuple[list[str], dict[str, str]]:
+def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The ``panel serve`` command line and environment for ``args`` (no side effects)."""
     if not APP_PATH.is_file():
         raise FileNotFoundError(f"dashboard app not found at {APP_PATH}")
@@ -84,7 +85,8 @@ def build_command(args) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Become the Panel server (``os.execve`` on POSIX); returns its exit code elsewhere."""
     try:
         import importlib.util
 

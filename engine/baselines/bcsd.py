@@ -1,18 +1,10 @@
-"""Reference downscaling baselines: bilinear interpolation, bilinear + lapse rate, and BCSD.
+"""BCSD — Bias Correction and Spatial Disaggregation — with xsdba's API: ``train(ref, hist)``, then ``adjust(sim)``.
 
-* :func:`bilinear_downscale` — NaN-aware bilinear interpolation of the coarse
-  field onto the fine grid (what every downscaling method must beat).
-* :func:`lapse_rate_downscale` — bilinear plus, for ``t2m``, a fixed lapse rate
-  (−6.5 K/km) times the fine elevation detail: the first physical baseline a
-  climate scientist tries.
-* :class:`BCSD` — Bias Correction and Spatial Disaggregation (Wood et al.
-  2004; Maurer & Hidalgo 2008; Thrasher et al. 2012), as implemented by
-  scikit-downscale's ``BcsdTemperature`` and xsdba's
-  ``EmpiricalQuantileMapping``: empirical quantile mapping per calendar month
-  and per coarse cell, then spatial disaggregation of the bias-corrected
-  anomaly onto the fine grid.
-
-Both are pure numpy (vectorised over cells) at the core with xarray at the edge.
+Wood et al. 2004; Maurer & Hidalgo 2008; Thrasher et al. 2012, as implemented by
+scikit-downscale's ``BcsdTemperature`` and xsdba's ``EmpiricalQuantileMapping``: empirical
+quantile mapping per calendar month and per coarse cell, then spatial disaggregation of the
+bias-corrected anomaly onto the fine grid.  This module is the xarray API (checks, grids,
+provenance); the array numerics are :mod:`engine.baselines.quantile_mapping`.
 """
 
 from __future__ import annotations
@@ -23,169 +15,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from .errors import DataError
-from .grids import LatLonGrid
-from .operators import bilinear_matrices, conservative_matrices, grid_from_xarray, regrid
-from .variables import VARIABLE_INFO, VARIABLES
+from ..errors import DataError
+from ..grids import LatLonGrid
+from ..operators import bilinear_matrices, conservative_matrices, grid_from_xarray
+from ..variables import VARIABLE_INFO, VARIABLES
+from .quantile_mapping import (
+    coarsen_and_climatology, detrend, disaggregate, fit_monthly, map_monthly, nanmean0, quantile_nodes, retrend,
+    running_trend,
+)
 
-__all__ = ["bilinear_downscale", "lapse_rate_downscale", "STANDARD_LAPSE_RATE", "BCSD", "cunnane_quantiles", "quantile_nodes"]
-
-
-# ----------------------------------------------------------------- bilinear
-def bilinear_downscale(coarse: xr.Dataset, fine_grid: LatLonGrid) -> xr.Dataset:
-    """Bilinearly interpolate every (…, lat, lon) variable of ``coarse`` onto ``fine_grid``.
-
-    NaN-aware (:meth:`engine.operators.SeparableOperator.masked`): masked
-    coarse cells do not contaminate their neighbours; a fine cell whose
-    surrounding coarse cells are all NaN is NaN.  Constant beyond the
-    outermost coarse centres, periodic in longitude for global coarse grids.
-
-    Returns
-    -------
-    xarray.Dataset
-        Same variables (bounds variables dropped) on the fine grid's
-        ``lat``/``lon``; attrs record the method and both grids.
-    """
-    src = grid_from_xarray(coarse)
-    out = {}
-    for v, da in coarse.data_vars.items():
-        if "lat" not in da.dims or "lon" not in da.dims or str(v).endswith(("_bnds", "_bounds")):
-            continue
-        out[v] = regrid(da, fine_grid, "bilinear")
-    if not out:
-        raise DataError(f"bilinear_downscale: no (lat, lon) variable in {list(coarse.data_vars)}")
-    res = xr.Dataset(out)
-    res.attrs = {k: v for k, v in coarse.attrs.items() if k in ("source_id", "model_id", "source_file", "source")}
-    res.attrs.update({
-        "downscaling_method": "bilinear",
-        "downscaling": (f"NaN-aware bilinear interpolation from {src.name} ({src.shape[0]}x{src.shape[1]}) "
-                        f"to {fine_grid.name} ({fine_grid.shape[0]}x{fine_grid.shape[1]})"),
-        "coarse_grid": src.name,
-        "fine_grid": fine_grid.name,
-    })
-    return res
+__all__ = ["BCSD"]
 
 
-# ------------------------------------------------------------ lapse rate
-#: The ICAO standard-atmosphere lapse rate, K per metre.
-STANDARD_LAPSE_RATE = -6.5e-3
-
-
-def lapse_rate_downscale(coarse: xr.Dataset, fine_grid: LatLonGrid, fine_elevation: np.ndarray,
-                         coarse_elevation: np.ndarray, lapse_rate: float = STANDARD_LAPSE_RATE) -> xr.Dataset:
-    """Bilinear interpolation plus a lapse-rate correction of ``t2m`` for the sub-grid elevation.
-
-    ``t2m_fine = bilinear(t2m) + Γ · (z_fine − bilinear(z_coarse))`` with ``Γ = lapse_rate``
-    (K/m), where ``z_coarse`` is the elevation averaged onto the coarse cells *exactly as the
-    input was averaged* (the caller supplies it; :func:`engine.pipeline.coarse_elevation`) and
-    interpolated back the same way as the field.  Other variables: bilinear.
-
-    Parameters
-    ----------
-    coarse
-        Coarse field (``lat``, ``lon``) on its native cells.
-    fine_grid
-        Target grid; ``fine_elevation`` has its shape (m).
-    coarse_elevation
-        Elevation (m) on ``coarse``'s cells, shape ``(nlat, nlon)`` of ``coarse``.
-    """
-    out = bilinear_downscale(coarse, fine_grid)
-    zc = xr.DataArray(np.asarray(coarse_elevation, dtype=np.float64), dims=("lat", "lon"),
-                      coords={"lat": coarse["lat"].values, "lon": coarse["lon"].values})
-    if zc.shape != (coarse.sizes["lat"], coarse.sizes["lon"]):
-        raise DataError(f"coarse elevation has shape {zc.shape}, the field {coarse.sizes['lat']}x{coarse.sizes['lon']}")
-    zf = np.asarray(fine_elevation, dtype=np.float64)
-    if zf.shape != fine_grid.shape:
-        raise DataError(f"fine elevation has shape {zf.shape}, the fine grid {fine_grid.shape}")
-    if "t2m" in out:
-        z_back = regrid(zc, fine_grid, "bilinear").values
-        out["t2m"] = (out["t2m"] + (lapse_rate * (zf - z_back)).astype(np.float32)).assign_attrs(out["t2m"].attrs)
-    out.attrs["downscaling_method"] = "lapse"
-    out.attrs["downscaling"] = (out.attrs["downscaling"].replace("NaN-aware bilinear", "bilinear + lapse rate "
-                                f"{lapse_rate * 1000:g} K/km on the elevation detail; NaN-aware bilinear"))
-    out.attrs["lapse_rate_K_per_km"] = lapse_rate * 1000
-    return out
-
-
-# -------------------------------------------------------- quantile helpers
-def quantile_nodes(n: int) -> np.ndarray:
-    """``n`` equally spaced probabilities at the middles of ``n`` equal bins (xsdba's nodes)."""
-    dq = 0.5 / n
-    return np.linspace(dq, 1.0 - dq, n)
-
-
-def cunnane_quantiles(x: np.ndarray, nodes: np.ndarray, alpha: float = 0.4, min_count: int = 1) -> np.ndarray:
-    """Empirical quantiles along axis 0 with plotting positions ``(i − α)/(n + 1 − 2α)``.
-
-    ``α = 0.4`` is Cunnane's ``(i − 0.4)/(n + 0.2)``; ``α = 1`` reproduces
-    numpy's default (Hyndman–Fan type 7, xsdba's ``nbutils.quantile``).
-    Linear interpolation between order statistics, clipped to the sample
-    minimum/maximum beyond the outermost plotting positions.  NaNs are
-    ignored per column; columns with fewer than ``min_count`` finite values
-    give NaN.
-
-    Parameters
-    ----------
-    x
-        ``(n_samples, n_cells)`` values.
-    nodes
-        Probabilities in [0, 1], shape ``(nq,)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(nq, n_cells)`` quantiles.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    s = np.sort(x, axis=0)  # NaNs last
-    n = np.isfinite(x).sum(axis=0)  # (ncell,)
-    q = np.asarray(nodes, dtype=np.float64)[:, None]
-    # 0-based virtual index of probability q: q (n + 1 − 2α) + α − 1
-    vi = q * (n[None, :] + 1.0 - 2.0 * alpha) + alpha - 1.0
-    vi = np.clip(vi, 0.0, np.maximum(n - 1, 0)[None, :])
-    lo = np.floor(vi).astype(np.intp)
-    hi = np.minimum(lo + 1, np.maximum(n - 1, 0)[None, :])
-    g = vi - lo
-    vlo = np.take_along_axis(s, lo, axis=0)
-    vhi = np.take_along_axis(s, hi, axis=0)
-    out = vlo + g * (vhi - vlo)
-    out[:, n < max(min_count, 1)] = np.nan
-    return out
-
-
-def _interp_columns(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, chunk_values: int = 8_000_000) -> np.ndarray:
-    """Per-column linear interpolation of ``x (nt, ncell)`` on ``xp, fp (nq, ncell)``, constant beyond.
-
-    ``xp`` must be non-decreasing along axis 0 in each column (ties allowed).
-    Vectorised over columns; rows processed in chunks to bound memory.
-    """
-    nt, nc = x.shape
-    nq = xp.shape[0]
-    out = np.empty_like(x)
-    step = max(1, chunk_values // max(nq * nc, 1))
-    for a in range(0, nt, step):
-        xs = x[a:a + step]  # (k, nc)
-        j = (xp[None, :, :] <= xs[:, None, :]).sum(axis=1) - 1  # index of the node at or below x
-        j = np.clip(j, 0, nq - 2) if nq > 1 else np.zeros_like(j)
-        j1 = np.minimum(j + 1, nq - 1)
-        cols = np.arange(nc)[None, :]
-        x0, x1 = xp[j, cols], xp[j1, cols]
-        f0, f1 = fp[j, cols], fp[j1, cols]
-        den = x1 - x0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.where(den > 0, (xs - x0) / np.where(den > 0, den, 1.0), 0.0)
-        t = np.clip(t, 0.0, 1.0)
-        r = f0 + t * (f1 - f0)
-        r[~np.isfinite(xs)] = np.nan
-        out[a:a + step] = r
-    return out
-
-
-# ---------------------------------------------------------------------- BCSD
 @dataclass
 class _VarFit:
+    """One variable's trained mapping: quantiles, climatologies and sample counts per calendar month."""
+
     kind: str
     hist_q: np.ndarray      # (12, nq, ncell) NaN where untrained
     ref_q: np.ndarray       # (12, nq, ncell)
@@ -198,10 +43,12 @@ class _VarFit:
 
 
 def _months(da: xr.DataArray | xr.Dataset) -> np.ndarray:
+    """Calendar month (1–12) of each time step."""
     return np.asarray(da["time"].dt.month.values, dtype=int)
 
 
 def _years(da: xr.DataArray | xr.Dataset) -> np.ndarray:
+    """Year of each time step."""
     return np.asarray(da["time"].dt.year.values, dtype=int)
 
 
@@ -213,42 +60,6 @@ def _time_text(ds: xr.Dataset) -> str:
     if t.dtype.kind == "M":
         return f"{np.datetime_as_string(t.min(), 'D')}/{np.datetime_as_string(t.max(), 'D')}"
     return f"{min(t).isoformat()[:10]}/{max(t).isoformat()[:10]}"
-
-
-def _nanmean0(x: np.ndarray) -> np.ndarray:
-    ok = np.isfinite(x)
-    n = ok.sum(axis=0)
-    s = np.where(ok, x, 0.0).sum(axis=0)
-    return np.where(n > 0, s / np.where(n > 0, n, 1), np.nan)
-
-
-def _masked_apply(ml: np.ndarray, mo: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``ml @ x @ mo.T`` over the last two axes, normalised by the weight of finite inputs."""
-    ok = np.isfinite(x)
-    num = ml @ np.where(ok, x, 0.0) @ mo.T
-    den = ml @ ok.astype(np.float64) @ mo.T
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 1e-6, num / np.where(den > 1e-6, den, 1.0), np.nan)
-
-
-def _running_trend(x: np.ndarray, years: np.ndarray, window: int) -> np.ndarray:
-    """Per-cell centred running mean (``window`` years) of annual means, at each time step.
-
-    ``x`` is ``(nt, ncell)``; returns ``(nt, ncell)``.  Windows shrink at the
-    ends of the record (as pandas ``rolling(center=True, min_periods=1)``).
-    """
-    uy, inv = np.unique(years, return_inverse=True)
-    annual = np.zeros((uy.size, x.shape[1]))
-    cnt = np.zeros((uy.size, x.shape[1]))
-    ok = np.isfinite(x)
-    np.add.at(annual, inv, np.where(ok, x, 0.0))
-    np.add.at(cnt, inv, ok)
-    annual = np.where(cnt > 0, annual / np.where(cnt > 0, cnt, 1), np.nan)
-    half = window // 2
-    w = (np.abs(uy[:, None] - uy[None, :]) <= half).astype(np.float64)  # (ny, ny)
-    fin = np.isfinite(annual)
-    rm = (w @ np.where(fin, annual, 0.0)) / np.maximum(w @ fin, 1)
-    return rm[inv]
 
 
 class BCSD:
@@ -342,6 +153,7 @@ class BCSD:
 
     # ------------------------------------------------------------ training
     def _variables(self, ref: xr.Dataset, hist: xr.Dataset) -> list[str]:
+        """The variables to train: those of ``kind_per_var`` in both datasets (all of them if given explicitly)."""
         vs = [v for v in self.kind_per_var if v in ref.data_vars and v in hist.data_vars]
         if self._explicit:
             missing = [v for v in self.kind_per_var if v not in vs]
@@ -353,32 +165,6 @@ class BCSD:
             raise DataError(f"BCSD: no variable in common among {list(self.kind_per_var)}: reference has "
                             f"{list(ref.data_vars)}, hist has {list(hist.data_vars)}")
         return vs
-
-    @staticmethod
-    def _coarsen_and_climatology(da: xr.DataArray, ml: np.ndarray, mo: np.ndarray, months: np.ndarray,
-                                 nfine: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Conservative coarse series ``(nt, ncell)`` and fine monthly means ``(12, nfine)``, in time chunks.
-
-        Chunking keeps memory at a few hundred fine fields however long the
-        reference record is (a lazily opened archive is read chunk by chunk).
-        """
-        da = da.transpose("time", "lat", "lon")
-        nt = da.sizes["time"]
-        coarse = np.empty((nt, ml.shape[0] * mo.shape[0]))
-        sums = np.zeros((12, nfine))
-        counts = np.zeros((12, nfine))
-        for a in range(0, nt, chunk):
-            x = np.asarray(da.isel(time=slice(a, a + chunk)).values, dtype=np.float64)
-            coarse[a:a + x.shape[0]] = _masked_apply(ml, mo, x).reshape(x.shape[0], -1)
-            xf = x.reshape(x.shape[0], nfine)
-            ok = np.isfinite(xf)
-            mi = months[a:a + x.shape[0]] - 1
-            for m in np.unique(mi):
-                sel = mi == m
-                sums[m] += np.where(ok[sel], xf[sel], 0.0).sum(axis=0)
-                counts[m] += ok[sel].sum(axis=0)
-        clim = np.where(counts > 0, sums / np.where(counts > 0, counts, 1), np.nan)
-        return coarse, clim
 
     def train(self, ref_fine: xr.Dataset, hist_coarse: xr.Dataset) -> "BCSD":
         """Fit the monthly quantile mappings and climatologies.
@@ -405,6 +191,47 @@ class BCSD:
             "fine" grid that is not finer, fewer than ``min_samples`` samples
             in a calendar month that either dataset has.
         """
+        vs, fine, coarse, (ml, mo, trained_cells) = self._training_grids(ref_fine, hist_coarse)
+        m_ref = _months(ref_fine)
+        m_hist = _months(hist_coarse)
+        y_hist = _years(hist_coarse)
+        n_years = int(np.unique(y_hist).size)
+        self._detrend = self.detrend_years > 0 and n_years >= self.detrend_years
+        n_ref = np.bincount(m_ref, minlength=13)[1:]
+        n_hist = np.bincount(m_hist, minlength=13)[1:]
+        for m in range(12):
+            if (n_ref[m] or n_hist[m]) and min(n_ref[m], n_hist[m]) < self.min_samples:
+                raise DataError(f"BCSD.train: calendar month {m + 1} has {n_ref[m]} reference and {n_hist[m]} "
+                                f"hist samples; at least {self.min_samples} of each are needed "
+                                f"(reference {_time_text(ref_fine)}, hist {_time_text(hist_coarse)})")
+        self.fits = {}
+        nfine = fine.shape[0] * fine.shape[1]
+        for v in vs:
+            kind = self.kind_per_var[v]
+            xr_c, cf = coarsen_and_climatology(ref_fine[v], ml, mo, m_ref, nfine)
+            xr_c[:, ~trained_cells.ravel()] = np.nan
+            xh = np.asarray(hist_coarse[v].transpose("time", "lat", "lon").values, dtype=np.float64)
+            xh = xh.reshape(xh.shape[0], coarse.shape[0] * coarse.shape[1])
+            baseline = None
+            if self._detrend:
+                trend = running_trend(xh, y_hist, self.detrend_years)
+                baseline = nanmean0(trend)
+                xh = detrend(xh, trend, baseline, kind)
+            if kind == "*" and (np.nanmin(xh) <= 0 or np.nanmin(xr_c) <= 0):
+                raise DataError(f"BCSD.train: multiplicative kind for {v!r} needs strictly positive values")
+            hq, rq, cc = fit_monthly(xh, xr_c, m_hist, m_ref, n_ref, self.nodes, self.alpha, self.min_samples)
+            self.fits[v] = _VarFit(kind, hq, rq, cc, cf, n_ref, n_hist, baseline)
+        self.fine_grid = fine
+        self.coarse_grid = coarse
+        self._fine_coords = {"lat": ref_fine["lat"].copy(), "lon": ref_fine["lon"].copy()}
+        self._coarse_latlon = (coarse.lat.copy(), coarse.lon.copy())
+        self._bl = bilinear_matrices(coarse, fine)
+        self.attrs = self._training_attrs(ref_fine, hist_coarse, vs, n_ref, n_hist, n_years)
+        return self
+
+    def _training_grids(self, ref_fine: xr.Dataset, hist_coarse: xr.Dataset) -> tuple[
+            list[str], LatLonGrid, LatLonGrid, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Checked inputs of :meth:`train`: the variables, both grids and ``(ml, mo, trained cells)``."""
         for name, ds in (("reference", ref_fine), ("hist", hist_coarse)):
             if "time" not in ds.dims:
                 raise DataError(f"BCSD.train: {name} has no time dimension")
@@ -420,57 +247,16 @@ class BCSD:
             raise DataError(f"BCSD.train: the reference grid {fine.name} ({fine.lat.min():g}..{fine.lat.max():g}N, "
                             f"{fine.lon.min():g}..{fine.lon.max():g}E) covers no GCM cell of {coarse.name} by at "
                             f"least {self.min_coverage:.0%}; the grids do not overlap")
-        m_ref = _months(ref_fine)
-        m_hist = _months(hist_coarse)
-        y_hist = _years(hist_coarse)
-        n_years = int(np.unique(y_hist).size)
-        self._detrend = self.detrend_years > 0 and n_years >= self.detrend_years
-        ncell = coarse.shape[0] * coarse.shape[1]
-        nfine = fine.shape[0] * fine.shape[1]
-        n_ref = np.bincount(m_ref, minlength=13)[1:]
-        n_hist = np.bincount(m_hist, minlength=13)[1:]
-        for m in range(12):
-            if (n_ref[m] or n_hist[m]) and min(n_ref[m], n_hist[m]) < self.min_samples:
-                raise DataError(f"BCSD.train: calendar month {m + 1} has {n_ref[m]} reference and {n_hist[m]} "
-                                f"hist samples; at least {self.min_samples} of each are needed "
-                                f"(reference {_time_text(ref_fine)}, hist {_time_text(hist_coarse)})")
-        self.fits = {}
-        nq = self.nodes.size
-        for v in vs:
-            kind = self.kind_per_var[v]
-            xr_c, cf = self._coarsen_and_climatology(ref_fine[v], ml, mo, m_ref, nfine)
-            xr_c[:, ~trained_cells.ravel()] = np.nan
-            xh = np.asarray(hist_coarse[v].transpose("time", "lat", "lon").values, dtype=np.float64)
-            xh = xh.reshape(xh.shape[0], ncell)
-            baseline = None
-            if self._detrend:
-                trend = _running_trend(xh, y_hist, self.detrend_years)
-                baseline = _nanmean0(trend)
-                xh = xh - (trend - baseline) if kind == "+" else xh / (trend / baseline)
-            if kind == "*" and (np.nanmin(xh) <= 0 or np.nanmin(xr_c) <= 0):
-                raise DataError(f"BCSD.train: multiplicative kind for {v!r} needs strictly positive values")
-            hq = np.full((12, nq, ncell), np.nan)
-            rq = np.full((12, nq, ncell), np.nan)
-            cc = np.full((12, ncell), np.nan)
-            for m in range(12):  # 12 calendar months; cells are vectorised
-                if n_ref[m] == 0:
-                    continue
-                sel_r = m_ref == m + 1
-                sel_h = m_hist == m + 1
-                hq[m] = cunnane_quantiles(xh[sel_h], self.nodes, self.alpha, self.min_samples)
-                rq[m] = cunnane_quantiles(xr_c[sel_r], self.nodes, self.alpha, self.min_samples)
-                cc[m] = _nanmean0(xr_c[sel_r])
-            self.fits[v] = _VarFit(kind, hq, rq, cc, cf, n_ref, n_hist, baseline)
-        self.fine_grid = fine
-        self.coarse_grid = coarse
-        self._fine_coords = {"lat": ref_fine["lat"].copy(), "lon": ref_fine["lon"].copy()}
-        self._coarse_latlon = (coarse.lat.copy(), coarse.lon.copy())
-        self._bl = bilinear_matrices(coarse, fine)
+        return vs, fine, coarse, (ml, mo, trained_cells)
+
+    def _training_attrs(self, ref_fine: xr.Dataset, hist_coarse: xr.Dataset, vs: list[str], n_ref: np.ndarray,
+                        n_hist: np.ndarray, n_years: int) -> dict[str, object]:
+        """Provenance attributes of the trained model (copied onto every output)."""
         detrend_note = (f"{self.detrend_years}-year running-mean trend removed before and restored after mapping"
                         if self._detrend else
                         (f"skipped: training period spans {n_years} year(s) < {self.detrend_years}"
                          if self.detrend_years > 0 else "disabled"))
-        self.attrs = {
+        return {
             "downscaling_method": "BCSD",
             "downscaling": ("BCSD (Wood et al. 2004): monthly empirical quantile mapping per GCM cell "
                             "(Cunnane plotting positions, linear interpolation, constant extrapolation of the "
@@ -481,17 +267,17 @@ class BCSD:
             "bcsd_training_hist": _time_text(hist_coarse),
             "bcsd_samples_per_month_reference": " ".join(str(int(n)) for n in n_ref),
             "bcsd_samples_per_month_hist": " ".join(str(int(n)) for n in n_hist),
-            "bcsd_n_quantiles": int(nq),
+            "bcsd_n_quantiles": int(self.nodes.size),
             "bcsd_plotting_positions": f"(i - {self.alpha:g})/(n + {1 - 2 * self.alpha:g})",
             "bcsd_detrend": detrend_note,
-            "coarse_grid": coarse.name,
-            "fine_grid": fine.name,
+            "coarse_grid": self.coarse_grid.name,
+            "fine_grid": self.fine_grid.name,
             "bcsd_min_coverage": self.min_coverage,
         }
-        return self
 
     # ---------------------------------------------------------- adjustment
     def _check_sim(self, sim_coarse: xr.Dataset, what: str) -> None:
+        """``DataError`` unless the model is trained and ``sim_coarse`` matches its grid, variables and months."""
         if not self.fits or self.coarse_grid is None or self.fine_grid is None:
             raise DataError(f"BCSD.{what}: call train(ref_fine, hist_coarse) first")
         if "time" not in sim_coarse.dims:
@@ -520,38 +306,30 @@ class BCSD:
         months = _months(sim_coarse)
         years = _years(sim_coarse)
         n_years = int(np.unique(years).size)
-        detrend = self._detrend and n_years >= self.detrend_years
+        do_detrend = self._detrend and n_years >= self.detrend_years
         nt = months.size
         out: dict[str, np.ndarray] = {}
         for v, fit in self.fits.items():
             x = np.asarray(sim_coarse[v].transpose("time", "lat", "lon").values, dtype=np.float64).reshape(nt, -1)
             trend = None
-            if detrend:
-                trend = _running_trend(x, years, self.detrend_years)
-                x = x - (trend - fit.baseline) if fit.kind == "+" else x / (trend / fit.baseline)
-            y = np.empty_like(x)
-            for m in np.unique(months):  # ≤ 12 calendar months; cells vectorised
-                sel = months == m
-                hq, rq = fit.hist_q[m - 1], fit.ref_q[m - 1]
-                if fit.kind == "+":
-                    y[sel] = x[sel] + _interp_columns(x[sel], hq, rq - hq)
-                else:
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        y[sel] = x[sel] * _interp_columns(x[sel], hq, rq / hq)
-            if trend is not None:
-                y = y + (trend - fit.baseline) if fit.kind == "+" else y * (trend / fit.baseline)
-            out[v] = y
-        return out, detrend, n_years
+            if do_detrend:
+                trend = running_trend(x, years, self.detrend_years)
+                x = detrend(x, trend, fit.baseline, fit.kind)
+            y = map_monthly(x, months, fit.hist_q, fit.ref_q, fit.kind)
+            out[v] = y if trend is None else retrend(y, trend, fit.baseline, fit.kind)
+        return out, do_detrend, n_years
 
-    def _attrs_for(self, sim_coarse: xr.Dataset, detrend: bool, n_years: int) -> dict:
+    def _attrs_for(self, sim_coarse: xr.Dataset, detrended: bool, n_years: int) -> dict:
+        """Output attributes: the simulation's source, the training provenance, a skipped detrending."""
         attrs = {k: a for k, a in sim_coarse.attrs.items() if k in ("source_id", "model_id", "source_file")}
         attrs.update(self.attrs)
-        if self._detrend and not detrend:
+        if self._detrend and not detrended:
             attrs["bcsd_detrend"] = f"skipped: simulation spans {n_years} year(s) < {self.detrend_years}"
         return attrs
 
     @staticmethod
     def _var_attrs(sim_coarse: xr.Dataset, v: str) -> dict:
+        """A variable's CF attributes (units from :data:`engine.variables.VARIABLE_INFO` if absent)."""
         attrs = {k: a for k, a in sim_coarse[v].attrs.items() if k in ("units", "long_name", "standard_name")}
         attrs.setdefault("units", VARIABLE_INFO[v].units if v in VARIABLE_INFO else "")
         return attrs
@@ -563,13 +341,13 @@ class BCSD:
         implementations; :meth:`adjust` runs this and the disaggregation.
         """
         self._check_sim(sim_coarse, "bias_correct")
-        mapped, detrend, n_years = self._map(sim_coarse)
+        mapped, detrended, n_years = self._map(sim_coarse)
         nt = sim_coarse.sizes["time"]
         clat, clon = self._coarse_latlon
         out = {v: (("time", "lat", "lon"), y.reshape(nt, clat.size, clon.size), self._var_attrs(sim_coarse, v))
                for v, y in mapped.items()}
         ds = xr.Dataset(out, coords={"time": sim_coarse["time"], "lat": sim_coarse["lat"], "lon": sim_coarse["lon"]})
-        ds.attrs = self._attrs_for(sim_coarse, detrend, n_years)
+        ds.attrs = self._attrs_for(sim_coarse, detrended, n_years)
         ds.attrs["downscaling_method"] = "BCSD bias correction (coarse grid, no disaggregation)"
         return ds
 
@@ -595,7 +373,7 @@ class BCSD:
             month absent from the training data.
         """
         self._check_sim(sim_coarse, "adjust")
-        mapped, detrend, n_years = self._map(sim_coarse)
+        mapped, detrended, n_years = self._map(sim_coarse)
         months = _months(sim_coarse)
         nt = months.size
         clat, clon = self._coarse_latlon
@@ -604,19 +382,10 @@ class BCSD:
         out = {}
         for v, y in mapped.items():
             fit = self.fits[v]
-            anom = np.empty_like(y)
-            for m in np.unique(months):
-                sel = months == m
-                anom[sel] = y[sel] - fit.clim_coarse[m - 1] if fit.kind == "+" else y[sel] / fit.clim_coarse[m - 1]
-            fine_anom = _masked_apply(ml, mo, anom.reshape(nt, clat.size, clon.size)).reshape(nt, nfl * nfo)
-            res = np.empty_like(fine_anom)
-            for m in np.unique(months):
-                sel = months == m
-                res[sel] = (fine_anom[sel] + fit.clim_fine[m - 1] if fit.kind == "+"
-                            else fine_anom[sel] * fit.clim_fine[m - 1])
+            res = disaggregate(y, months, fit.clim_coarse, fit.clim_fine, ml, mo, fit.kind, (clat.size, clon.size))
             out[v] = (("time", "lat", "lon"), res.reshape(nt, nfl, nfo).astype(np.float32),
                       self._var_attrs(sim_coarse, v))
         coords = {"time": sim_coarse["time"], "lat": self._fine_coords["lat"], "lon": self._fine_coords["lon"]}
         ds = xr.Dataset(out, coords=coords)
-        ds.attrs = self._attrs_for(sim_coarse, detrend, n_years)
+        ds.attrs = self._attrs_for(sim_coarse, detrended, n_years)
         return ds
