@@ -9,9 +9,10 @@ page.  Measured:
 
 * time to Ready of one session alone, and of each of N sessions opened at once (request → case in place);
 * a variable switch on a live session (server time of the switch);
-* Run: seconds to the first x̂0 and per run alone; then N runs queued at once: they must start in submission
-  order; one queued run is stopped and one client disconnects (a closed tab) — both must leave the queue,
-  and every other run must finish (no request lost);
+* Run: seconds to the first x̂0 and per run alone; then N runs queued at once (behind a job that holds the
+  queue until the next step is done): they must start in submission order; one queued run is stopped and
+  one client disconnects (a closed tab) — both must leave the queue, and every other run must finish (no
+  request lost);
 * resident memory of the server process: idle, after 1 session, after N sessions.
 
 Writes ``app_load.json`` and ``app_load.md`` (command, machine, date) to ``--out``.
@@ -20,7 +21,6 @@ Writes ``app_load.json`` and ``app_load.md`` (command, machine, date) to ``--out
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -110,10 +110,10 @@ class HeadlessClient:
     expires after a disconnect.  This client says it once the document arrives, as BokehJS does.
     """
 
-    def __init__(self, url: str, timeout: float = 180.0) -> None:
+    def __init__(self, url: str, timeout: float = 180.0, session_id: str | None = None) -> None:
         from bokeh.util.token import generate_jwt_token, generate_session_id
 
-        self.id = generate_session_id()
+        self.id = session_id or generate_session_id()
         self._token = generate_jwt_token(self.id)
         self._ws_url = url.replace("http://", "ws://").rstrip("/") + "/ws"
         self.messages = 0
@@ -183,10 +183,11 @@ def _document_ready():
     return Protocol().create("PATCH-DOC", [MessageSentEvent(Document(), "bokeh_event", DocumentReady())])
 
 
-def open_client(srv: LoadServer, timeout: float = 120.0) -> tuple[HeadlessClient, str, float]:
+def open_client(srv: LoadServer, timeout: float = 120.0, session_id: str | None = None
+                ) -> tuple[HeadlessClient, str, float]:
     """A browser-less client session; returns ``(client, session id, seconds to Ready)``."""
     t0 = time.perf_counter()
-    client = HeadlessClient(srv.url)
+    client = HeadlessClient(srv.url, session_id=session_id)
     sid = client.id
     while sid not in srv.sessions or not _is_ready(srv.sessions[sid][0]):
         if time.perf_counter() - t0 > timeout:
@@ -195,23 +196,29 @@ def open_client(srv: LoadServer, timeout: float = 120.0) -> tuple[HeadlessClient
     return client, sid, time.perf_counter() - t0
 
 
-def open_browser_page(srv: LoadServer, browser, timeout: float = 120.0) -> tuple[object, str, float]:
-    """A headless Chromium page; returns ``(page, session id, seconds to Ready)`` (Ready as the page shows it)."""
+def open_browser_page(srv: LoadServer, browser, timeout: float = 120.0, others: set[str] = frozenset()
+                      ) -> tuple[object, str, float]:
+    """A headless Chromium page; returns ``(page, session id, seconds to Ready)`` (Ready as the page shows it).
+
+    ``others``: ids of sessions other clients open meanwhile (the page's session is the new one not among them).
+    """
     before = set(srv.sessions)
     t0 = time.perf_counter()
     page = browser.new_page()
     page.goto(srv.url)
     page.locator(".zssd-status").get_by_text("Ready").first.wait_for(timeout=timeout * 1000)
     secs = time.perf_counter() - t0
-    sid = next(iter(set(srv.sessions) - before))
+    _wait(lambda: len(set(srv.sessions) - before - set(others)) == 1, 30, "the page's server session")
+    sid = next(iter(set(srv.sessions) - before - set(others)))
     return page, sid, secs
 
 
-def _wait(pred, timeout: float, what: str) -> None:
+def _wait(pred, timeout: float, what) -> None:
+    """Poll ``pred`` until true; ``TimeoutError(what)`` (``what`` may be a callable giving the message)."""
     t0 = time.monotonic()
     while not pred():
         if time.monotonic() - t0 > timeout:
-            raise TimeoutError(what)
+            raise TimeoutError(what() if callable(what) else what)
         time.sleep(0.05)
 
 
@@ -254,11 +261,14 @@ def run_load(n_sessions: int = 8, steps: int = 10, browser=None, region: str | N
         # ---- n sessions at once
         opened: list[tuple[object, str, float, str]] = []
         n_clients = n_sessions - (1 if browser is not None else 0)
+        from bokeh.util.token import generate_session_id
+
+        ids = [generate_session_id() for _ in range(n_clients)]
         with ThreadPoolExecutor(max_workers=n_clients) as ex:
-            futs = [ex.submit(open_client, srv) for _ in range(n_clients)]
+            futs = [ex.submit(open_client, srv, 120.0, i) for i in ids]
             page = None
             if browser is not None:
-                page, sid_b, t_b = open_browser_page(srv, browser)
+                page, sid_b, t_b = open_browser_page(srv, browser, others=set(ids))
                 opened.append((page, sid_b, t_b, "browser"))
             for f in futs:
                 cl, sid, t = f.result()
@@ -270,13 +280,19 @@ def run_load(n_sessions: int = 8, steps: int = 10, browser=None, region: str | N
                          f"{n_sessions}_sessions": rss_n}
         out["rss_per_extra_session_mb"] = (rss_n - rss1) / max(n_sessions - 1, 1)
 
-        # ---- n runs queued at once, in a known order
+        # ---- n runs queued at once, in a known order, behind a job that holds the queue until one queued
+        # run has been stopped and one client closed (so both are surely still waiting when that happens)
+        from zssd_app.runner import RunJob, get_queue
+
+        gate = threading.Event()
+        blocker = get_queue().submit(RunJob(lambda job: gate.wait(120), label="hold the queue"))
         order = []
         for _, sid, _, _ in opened:
             if region:
                 srv.call(sid, lambda s: setattr(s, "region_text", region))
         for _, sid, _, _ in opened:
-            _wait(lambda sid=sid: _is_ready(srv.sessions[sid][0]), 120, "region change")
+            _wait(lambda sid=sid: _is_ready(srv.sessions[sid][0]), 120,
+                  lambda sid=sid: f"region change of session {sid}: {srv.sessions[sid][0].status_text!r}")
             srv.call(sid, lambda s: s.param.update(steps=steps))
             t_sub = time.perf_counter()
             srv.call(sid, lambda s: s.run())
@@ -289,6 +305,9 @@ def run_load(n_sessions: int = 8, steps: int = 10, browser=None, region: str | N
         closer = opened[close_i][0]
         closer.close()  # a closed tab (or a dropped client) frees its place
         jobs = [j for _, j, _ in order]
+        _wait(lambda: jobs[close_i].finished_flag, 30, "the closed client's run leaving the queue")
+        gate.set()
+        blocker.wait(30)
         _wait(lambda: all(j.finished_flag for j in jobs), 60 + 60 * steps * n_sessions, "the queued runs")
         started = [(i, j.started) for i, j in enumerate(jobs) if j.started is not None]
         out["queue_order_kept"] = [i for i, _ in sorted(started, key=lambda x: x[1])] == [i for i, _ in started]
@@ -367,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         from playwright.sync_api import sync_playwright
 
         pw = sync_playwright().start()
-        br = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        br = pw.chromium.launch(executable_path=os.environ.get("ZSSD_CHROMIUM", "/usr/bin/chromium"),
+                                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
     try:
         r = run_load(a.sessions, a.steps, browser=br, region=a.region)
     finally:

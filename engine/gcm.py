@@ -38,7 +38,7 @@ from .errors import DataError
 from .grids import GCM_GRID_SPECS, PAIRED_TASKS, GridError, LatLonGrid, Region, era5_grid, gcm_grid, wrap_lon
 from .operators import conservative
 from .real_sources import REAL_SOURCES, describe_real, real_field
-from .statics import ASSETS
+from .paths import ASSETS
 from .variables import VARIABLE_INFO, VARIABLES
 
 __all__ = ["PseudoGCM", "PSEUDO_GCMS", "GCM_SOURCES", "REAL_FILES", "gcm_field", "describe_gcm", "fine_region_for"]

@@ -37,7 +37,7 @@ import xarray as xr
 
 from .errors import DataError, data_error
 from .grids import GridError, LatLonGrid, Region, regular_grid
-from .statics import ASSETS
+from .paths import ASSETS
 from .variables import VARIABLE_INFO, VARIABLES
 
 __all__ = ["REAL_DIR", "ERA5_WEEK", "TIGGE_FILE", "GFS_FILE", "STORM_DIR", "ERA5_CREDIT", "RealSource",

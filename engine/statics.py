@@ -1,6 +1,6 @@
 """Static boundary fields of the prior: elevation and land fraction on the ERA5 0.25° grid.
 
-Loaded from the shipped demo pack ``assets/static_0p25.npz`` (rebuilt by
+Loaded from the shipped demo pack ``assets/static_0p25.npz`` (:data:`engine.paths.ASSETS`; rebuilt by
 ``scripts/build_assets.py`` from pvlib's DEM and the GLOBE land mask).
 """
 
@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .grids import LatLonGrid, Region, era5_grid
+from .paths import ASSETS
 
 __all__ = ["ASSETS", "Statics", "load_statics"]
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @dataclass(frozen=True, eq=False)

@@ -101,8 +101,7 @@ def test_default_case_is_the_real_era5_cyclone(config):
     ref = s.case.reference["t2m"]
     want = float(metrics.mae(metrics.at_reference_points(s.baselines["lapse"]["t2m"], ref), ref))
     assert lap == pytest.approx(want, rel=1e-2) and lap != bil
-    bcsd = [k for k in table.index if k.startswith("BCSD")]
-    assert len(bcsd) == 1 and "one week" in bcsd[0] and table.loc[bcsd[0]].iloc[0] == "n/a"
+    assert table.loc["BCSD"].iloc[0] == "n/a" and "one week" in table.loc["BCSD", "Note"]
 
 
 # ------------------------------------------------------------------ selection
@@ -556,3 +555,166 @@ def test_unpaired_source_starts_on_a_variable_it_has_and_plots_no_reference_spec
     state.param.update(gcm="MPI-ESM-LR", time=dt.datetime(2005, 8, 16))
     assert state.variable != "msl" and not state.case.paired  # the file has no psl
     assert not any(k.startswith("Reference") for k in spectra_of(state))
+
+
+# ------------------------------------------------------------------ issue 16/17: notifications, loading, store
+class _FakeToasts:
+    def __init__(self):
+        self.shown = []
+
+    def _add(self, level, text, duration):
+        self.shown.append((level, text, duration))
+        return self
+
+    def info(self, text, duration):
+        return self._add("info", text, duration)
+
+    def success(self, text, duration):
+        return self._add("success", text, duration)
+
+    def warning(self, text, duration):
+        return self._add("warning", text, duration)
+
+    def error(self, text, duration):
+        return self._add("error", text, duration)
+
+    def destroy(self):
+        self.shown.append(("destroyed", "", 0))
+
+
+def test_toasts_time_out_do_not_repeat_and_selection_errors_stay_beside_their_field(state, monkeypatch):
+    """Defect 4: notifications never dismissed, stacked duplicates and covered the maps."""
+    from zssd_app.app import create_app
+
+    fake = _FakeToasts()
+    monkeypatch.setattr(type(pn.state), "notifications", property(lambda self: fake))
+    for _ in range(3):
+        state.notify("error", "Run failed: boom")
+    assert [t for t in fake.shown if t[1] == "Run failed: boom"] == [("error", "Run failed: boom", 9000)]
+    assert all(d > 0 for _, _, d in fake.shown)  # every toast times out, errors included
+    views = create_app(state, initial_case=None).zssd_views
+    fake.shown.clear()
+    state.region_text = "0,4,0,4"  # a selection error: beside the region field, not a toast
+    assert not fake.shown
+    alert = views["controls"].errors["region"]
+    assert alert.visible and "at least 16" in alert.object
+    assert not views["controls"].errors["time"].visible and not views["controls"].errors["gcm"].visible
+    assert state.status_text.startswith("Not ready")  # a Run would not start: the status line says so
+    state.region_text = "10,42,-80,-48"
+    assert not alert.visible and state.status_text.startswith("Ready")
+
+
+def test_case_loads_off_the_event_loop_and_the_old_maps_are_marked(config):
+    """Defect 3 / issue 17: a new case builds on the store's threads; the maps keep the old case under its own
+    caption with a loading mark; a Run pressed meanwhile starts when the case is in place."""
+    import threading as th
+
+    from zssd_app.app import create_app
+    from zssd_app.cases import CaseStore
+
+    store = CaseStore(max_items=4)
+    s = AppState(config=config, queue=RunQueue(1), store=store)
+    s.param.update(gcm="x20", time=__import__("datetime").datetime(2022, 8, 28, 12), region_text="10,26,-80,-64")
+    views = create_app(s, initial_case=None).zssd_views
+    maps = views["maps"]
+    old = s.case
+    assert old is not None and "10,26,-80,-64" in maps._caption.object
+    s.background = True
+    gate = th.Event()
+    real_build = __import__("zssd_app.cases", fromlist=["build_case"]).build_case
+
+    def slow_build(*a, **k):
+        gate.wait(30)
+        return real_build(*a, **k)
+    import zssd_app.selection as sel
+    orig = sel.build_case
+    sel.build_case = slow_build
+    try:
+        s.region_text = "12,28,-80,-64"
+        assert s.status == "loading" and s.case is old and maps._pane.loading
+        assert "10,26,-80,-64" in maps._caption.object  # never the new selection over the old maps
+        assert s.run() is None and s._run_when_ready  # Run while loading: it will start when ready
+        gate.set()
+        s.wait_until_ready(60)
+    finally:
+        sel.build_case = orig
+    assert s.case is not old and s.case.region.as_text() == "12,28,-80,-64"
+    assert not maps._pane.loading and "12,28,-80,-64" in maps._caption.object
+    assert s.job is not None  # the Run pressed while loading was queued
+    s.job.wait(120)
+    s.poll()
+    assert s.status == "done", s.status_text
+
+
+def test_case_store_builds_once_for_concurrent_sessions_and_stays_bounded():
+    import threading as th
+
+    from zssd_app.cases import CaseStore, PreparedCase
+
+    store = CaseStore(max_items=2, workers=2)
+    calls, gate = [], th.Event()
+
+    def build(k):
+        def f():
+            calls.append(k)
+            gate.wait(10)
+            return PreparedCase(case=k, baselines={}, clims={})
+        return f
+    futs = [store.request(("a",), build("a")) for _ in range(5)]  # five sessions, one case
+    gate.set()
+    assert {f.result(10).case for f in futs} == {"a"} and calls == ["a"]
+    assert store.stats.misses == 1 and store.stats.joined == 4
+    assert store.lookup(("a",)).case == "a" and store.stats.hits == 1
+    for k in ("b", "c"):
+        store.get((k,), build(k))
+    assert len(store) == 2 and store.lookup(("a",)) is None  # least recently used dropped
+
+    def broken():
+        raise ValueError("bad file")
+    with pytest.raises(ValueError, match="bad file"):
+        store.get(("x",), broken)
+    assert store.lookup(("x",)) is None  # failures are not cached: a fixed file loads next time
+
+
+def test_queue_wait_estimate_from_the_running_jobs_speed():
+    """Defect 13: the queue position comes with an estimated wait."""
+    q = RunQueue(1)
+    started = threading.Event()
+    release = threading.Event()
+
+    def work(job):
+        job.progress(10, 0.5)  # 10 of 50 steps done at 0.5 s/step
+        started.set()
+        release.wait(10)
+
+    a = q.submit(RunJob(work, steps=50, units_per_step=2.0))
+    started.wait(10)
+    b = q.submit(RunJob(lambda j: None, steps=20, units_per_step=1.0))
+    c = RunJob(lambda j: None, steps=10, units_per_step=4.0)
+    q.submit(c)
+    time.sleep(0.3)
+    assert q.wait_estimate(b) == pytest.approx(40 * 0.5)  # the running job's 40 steps left
+    # c waits for a's 40 steps and b's 20 (half the cost per step of a's): 20 s + 5 s
+    assert q.wait_estimate(c) == pytest.approx(40 * 0.5 + 20 * 0.25)
+    release.set()
+    for j in (a, b, c):
+        j.wait(10)
+
+
+def test_legibility_selected_buttons_stop_button_and_west_longitudes(state):
+    """Defect 6: navy-on-navy selected buttons, a half-active looking Stop, −130 under 'Longitude (°E)'."""
+    from bokeh.models import CustomJSTickFormatter
+
+    from zssd_app.app import create_app
+    from zssd_app.views.common import BUTTON_CSS
+    from zssd_app.views.maps import MapsView
+
+    views = create_app(state, initial_case=None).zssd_views
+    for w in (views["variable"], views["controls"].method, views["controls"].stop_btn):
+        assert BUTTON_CSS in w.stylesheets
+    assert "color: #ffffff" in BUTTON_CSS and "[disabled]" in BUTTON_CSS
+    plot = hv.render(MapsView(state=state)._pane.object)
+    axes = [ax for p in plot.children for ax in getattr(p[0] if isinstance(p, tuple) else p, "xaxis", [])]
+    assert axes and all(isinstance(ax.formatter, CustomJSTickFormatter) and "°W" in ax.formatter.code
+                        for ax in axes)
+    assert all(ax.axis_label == "Longitude" for ax in axes)

@@ -43,7 +43,9 @@ def test_rejects_weak_calm_and_edge_minima():
     assert detect_cyclones_arrays(lat, lon, p, u * 0.0, v * 0.0) == []  # no wind → not a cyclone
     lat, lon, p, u, v = _field([(20.0, 100.0, 3000.0)])  # centre on the western edge
     assert detect_cyclones_arrays(lat, lon, p, u, v) == []
-    assert len(detect_cyclones_arrays(lat, lon, np.where(np.isnan(p), 0, p))) == 0
+    assert detect_cyclones_arrays(lat, lon, p) == []  # without winds too
+    lat, lon, p, u, v = _field([(20.0, 106.0, 3000.0)])  # the same low four cells inside: found
+    assert len(detect_cyclones_arrays(lat, lon, p, u, v)) == 1
 
 
 def test_nan_and_shape_checks():

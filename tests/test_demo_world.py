@@ -10,11 +10,6 @@ from engine.gcm import PSEUDO_GCMS, gcm_field
 from engine.grids import Region, era5_grid, gcm_grid
 
 
-@pytest.fixture(scope="module")
-def world():
-    return DemoWorld(0)
-
-
 def test_deterministic_per_seed_and_region_independent(world):
     r = Region(30, 46, 90, 106)
     a = world.fields("2022-03-01T06", r)
@@ -71,7 +66,6 @@ def test_diurnal_cycle_follows_local_solar_time_and_land(world):
     land_r, sea_r = Region(-28, -20, 125, 135), Region(-40, -32, -120, -110)  # Australia, South Pacific
     amp = {}
     for name, r in (("land", land_r), ("sea", sea_r)):
-        lon_c = r.centre[1]
         vals = []
         for h in range(0, 24, 6):
             vals.append(world.fields(pd.Timestamp("2022-01-10") + pd.Timedelta(hours=h), r)["t2m"].mean())
@@ -152,7 +146,7 @@ def test_pseudo_gcm_degradations_and_pairing(world):
 
 def test_continentality_follows_the_land_not_the_object_id():
     """The cache is keyed by content: two Statics with different land never share a field."""
-    from engine.demo_world import _continentality
+    from engine.demo_world.world import _continentality
     from engine.statics import Statics
 
     base = DemoWorld(0).statics
@@ -164,10 +158,20 @@ def test_continentality_follows_the_land_not_the_object_id():
 
 
 def test_continentality_is_the_lands_not_the_seeds(world):
-    """Continentality is geography: worlds of different seeds share one field (their weather differs,
-    test_deterministic_per_seed_and_region_independent)."""
+    """Continentality is geography: worlds of different seeds share one field, so one seasonal cycle
+    over a continent (their weather differs, test_deterministic_per_seed_and_region_independent)."""
     other = DemoWorld(1)
-    assert other.statics is world.statics and other._cont is world._cont
+    assert other.statics is world.statics
+    siberia = Region(50, 58, 80, 100)
+    days = pd.date_range("2022-01-05T06", periods=8, freq="3D")
+
+    def season(w):  # July minus January, 8 days each (the weather averages out)
+        jan = np.mean([w.fields(t, siberia)["t2m"].mean() for t in days])
+        jul = np.mean([w.fields(t + pd.DateOffset(months=6), siberia)["t2m"].mean() for t in days])
+        return jul - jan
+
+    a, b = season(world), season(other)
+    assert a > 20 and abs(a - b) < 0.1 * a, (a, b)
 
 
 def test_continentality_cache_survives_reused_ids(monkeypatch):
@@ -176,7 +180,7 @@ def test_continentality_cache_survives_reused_ids(monkeypatch):
 
     from scipy.ndimage import gaussian_filter
 
-    import engine.demo_world as dw
+    import engine.demo_world.world as dw
     from engine.statics import Statics
 
     monkeypatch.setattr(dw, "_CONT_CACHE", {})

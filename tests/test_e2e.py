@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,15 +38,9 @@ if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright (Python) is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, ZSSD_PRIOR="tiny", ZSSD_BCSD="0", ZSSD_MAX_RUNS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(ARTIFACTS.mkdir(parents=True, exist_ok=True) or ARTIFACTS / "e2e_server.log", "w")
@@ -319,3 +313,20 @@ def test_two_sessions_run_at_once(server, browser):
         shot(page, f"e2e_11_session{i + 1}_done")
         assert not errors, errors
         ctx.close()
+
+
+def test_eight_sessions_at_once(tmp_path):
+    """Issue 17's load test: 8 sessions through a real server (7 websocket clients and this browser engine):
+    all become Ready, their runs start in queue order, a stopped run and a closed client leave the queue, every
+    other run finishes, and memory per idle session stays bounded.  Timings go to the benchmark, not asserted."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "ZSSD_CHROMIUM": CHROMIUM}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "app_load.py"), "--sessions", "8", "--steps",
+                           "3", "--prior", "tiny", "--browser", "--region=-30,-14,100,116", "--out", str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((tmp_path / "app_load.json").read_text())["results"]
+    assert len(r["ready_concurrent_s"]) == 8 and r["ready_kinds"].count("browser") == 1
+    assert r["queue_order_kept"], r["statuses"]
+    assert r["stopped_left_queue"] and r["closed_left_queue"], r["statuses"]
+    assert r["all_other_runs_done"], r["statuses"]
+    assert r["rss_per_extra_session_mb"] < 400, r["rss_mb"]  # a leak would grow far beyond; target ≤ 150 MB

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -31,15 +29,9 @@ from engine.operators import (
     weighted_mean,
 )
 
+from conftest import GCM_DIR, needs_real_gcm
+
 RNG = np.random.default_rng(1234)
-
-
-def _gcm_dir() -> Path:
-    """The real CMIP5 files: the shared data folder when present, else the shipped assets."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "gcm"
-    if (shared / "tas_rectilinear_grid_2D.nc").exists():
-        return shared
-    return Path(__file__).resolve().parents[1] / "assets" / "gcm"
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
@@ -276,10 +268,9 @@ def test_gaussian_bounds_cover_the_sphere():
         assert g.is_global_lon
 
 
+@needs_real_gcm
 def test_gaussian_latitudes_match_the_real_mpi_file():
-    path = _gcm_dir() / "tas_rectilinear_grid_2D.nc"
-    if not path.exists():
-        pytest.skip("real MPI-ESM-LR file not available")
+    path = GCM_DIR / "tas_rectilinear_grid_2D.nc"
     ds = xr.open_dataset(path)
     g = gcm_grid("MPI-ESM-LR")
     np.testing.assert_allclose(np.sort(ds["lat"].values), np.sort(g.lat), atol=1e-5)

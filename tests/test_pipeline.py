@@ -15,15 +15,7 @@ from engine.errors import DataError
 from engine.grids import GridError
 from engine.variables import VARIABLES
 
-TIME = "2021-08-10T06:00"
-REGION = "12,16,122,126"  # 16x16 px
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from engine.prior.model import Prior
-
-    return Prior.tiny(0)
+from conftest import DEMO_REGION as REGION, DEMO_TIME as TIME  # 16x16 px
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from engine.prior.network import ConditionalUNet, UNetConfig, count_flops
 from engine.prior.schedule import (DiffusionSchedule, cosine_betas, eps_from_v, eps_from_x0, linear_betas,
                                    predict_eps, predict_x0, q_sample, respace, v_target, x0_from_eps)
 from engine.prior.train import TrainConfig, load_state, lr_at, train
+
+from conftest import free_port
 
 TINY = UNetConfig(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_levels=(1,), token_dim=16,
                   heads=2, norm_groups=4)
@@ -486,7 +487,8 @@ def test_train_data_reuse_resumes_exactly(tmp_path):
 
 
 def test_era5_crop_stream(tmp_path):
-    xr = pytest.importorskip("xarray")
+    import xarray as xr
+
     from engine.data_stream import Era5CropStream
 
     lat = np.arange(40.0, 30.0, -0.25)  # 40 cells, descending like ERA5
@@ -570,12 +572,6 @@ def test_train_cli_stop_after_reaches_train(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------- DDP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
@@ -593,7 +589,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 def test_ddp_two_cpu_processes(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert len(r0["losses"]) == 3

@@ -14,18 +14,11 @@ from engine.errors import DataError
 from engine.operators import grid_from_xarray
 from engine.readers import open_cmip, open_era5, open_mpi_esm_lr, select_time
 
-
-def _gcm_dir() -> Path:
-    """The real CMIP5 files: the shared data folder when present, else the shipped assets."""
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "gcm"
-    if (shared / "tas_rectilinear_grid_2D.nc").exists():
-        return shared
-    return Path(__file__).resolve().parents[1] / "assets" / "gcm"
+from conftest import GCM_DIR, REAL_GCM_FILES, needs_real_gcm
 
 
-GCM_DIR = _gcm_dir()
-REAL = [GCM_DIR / f"{v}_rectilinear_grid_2D.nc" for v in ("tas", "uas", "vas")]
-needs_real = pytest.mark.skipif(not all(p.exists() for p in REAL), reason="real MPI-ESM-LR files not available")
+REAL = REAL_GCM_FILES
+needs_real = needs_real_gcm
 
 LAT_DESC = np.array([40.0, 39.75, 39.5, 39.25])
 LON = np.array([10.0, 10.25, 10.5])
@@ -181,11 +174,14 @@ def test_real_mpi_esm_lr_opens_unchanged():
 
 @needs_real
 def test_open_mpi_esm_lr_default_assets():
-    assets = Path(__file__).resolve().parents[1] / "assets" / "gcm"
-    if not (assets / "tas_rectilinear_grid_2D.nc").exists():
-        pytest.skip("assets/gcm not populated")
+    """Without a folder, the reader opens the demo pack's copy (engine.paths.ASSETS), the same data."""
+    from engine.paths import ASSETS
+
+    if not (ASSETS / "gcm" / "tas_rectilinear_grid_2D.nc").exists():
+        pytest.skip("the demo pack's gcm/ is not populated")
     ds = open_mpi_esm_lr()
-    assert set(ds.data_vars) >= {"t2m", "u10", "v10"}
+    assert set(ds.data_vars) >= {"t2m", "u10", "v10"} and "msl" not in ds and ds.sizes["time"] == 12
+    np.testing.assert_array_equal(ds["t2m"].values, open_cmip(REAL)["t2m"].values)
 
 
 @pytest.mark.parametrize("calendar", ["noleap", "360_day", "proleptic_gregorian", "standard"])

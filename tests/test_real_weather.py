@@ -11,14 +11,13 @@ import xarray as xr
 
 from engine import pipeline as P
 from engine.errors import DataError
-from engine.grids import GridError, LatLonGrid, Region
-from engine.real_sources import (ERA5_WEEK, GFS_FILE, TIGGE_FILE, era5_coarse, era5_points_grid, era5_week,
-                                 open_storm_1996, real_cyclones)
+from engine.grids import GridError, LatLonGrid
+from engine.real_sources import (ERA5_WEEK, GFS_FILE, TIGGE_FILE, era5_coarse, era5_week, open_storm_1996,
+                                 real_cyclones)
 
-pytestmark = pytest.mark.skipif(not ERA5_WEEK.exists(), reason="real-weather data pack not built")
+from conftest import TC_REGION, TC_TIME, needs_real_weather
 
-TC_TIME = "2026-03-26T05:00"
-TC_REGION = "-35,-3,100,132"
+pytestmark = needs_real_weather
 
 
 # ------------------------------------------------------------------ readers
@@ -184,8 +183,12 @@ def test_real_sources_bad_input():
 def test_unpaired_real_sources_downscale(source, time, region):
     case = P.prepare_case(source, time, region)
     assert not case.paired and case.gcm.attrs["kind"] == "real"
-    out = P.run_method(case, "lapse")
-    assert np.isfinite(out["t2m"].values).all()
+    out, bil = P.run_method(case, "lapse"), P.run_method(case, "bilinear")
+    assert np.isfinite(out["t2m"].values).all() and out.attrs["paired"] == 0
+    # the lapse rate changes t2m only, by the elevation detail: zero mean over the region, non-zero on land
+    xr.testing.assert_identical(out["msl"], bil["msl"])
+    detail = (out["t2m"] - bil["t2m"]).values
+    assert np.abs(detail).max() > 0.5 and abs(float(detail.mean())) < 0.5 * float(np.abs(detail).mean())
 
 
 def test_real_cyclone_is_found():

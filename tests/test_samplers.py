@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from engine.conditioning import static_channels, time_features
-from engine.demo_world import DemoWorld
 from engine.gcm import gcm_field
 from engine.grids import GridError, Region, era5_grid
 from engine.operators import conservative
@@ -23,8 +22,10 @@ from engine.samplers.guidance_table import default_guidance_scale
 from engine.statics import load_statics
 from engine.variables import VARIABLES
 
-TIME = "2021-08-10T06:00"
-REGION = Region(12, 16, 122, 126)  # 16x16 px, crosses 5° boundaries in both directions (2x2 unified cells)
+from conftest import DEMO_REGION, DEMO_TIME
+
+TIME = DEMO_TIME
+REGION = Region.parse(DEMO_REGION)  # 16x16 px, crosses 5° boundaries in both directions (2x2 unified cells)
 
 
 class GaussianPrior:
@@ -53,11 +54,6 @@ class GaussianPrior:
 
 
 @pytest.fixture(scope="module")
-def world():
-    return DemoWorld(0)
-
-
-@pytest.fixture(scope="module")
 def fine():
     return era5_grid().select(REGION)[0]
 
@@ -71,13 +67,6 @@ def cond(fine):
 @pytest.fixture(scope="module")
 def gcm(world):
     return gcm_field("MPI-ESM1-2-LR", TIME, REGION, world)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from engine.prior.model import Prior
-
-    return Prior.tiny(0)
 
 
 @pytest.fixture(scope="module")
@@ -342,20 +331,35 @@ def test_dps_correction_is_a_gradient_step_on_the_unsquared_misfit():
         guidance_factor("cosine", 0.5)
 
 
-def test_method_registry_matches_the_samplers_and_the_pipeline():
+def test_method_registry_matches_the_samplers_and_the_pipeline(tiny):
+    """Every registered method is taken where its kind says: the pipeline's sampler runs the diffusion
+    methods (the guided ones with a ζ, ddrm refusing one) and sends the classical ones to baseline()."""
     from engine import pipeline as P
+    from engine.batch import spec as batch
     from engine.bias_correction import BC_METHODS
-    from engine.methods import CLASSICAL, METHODS, get_method, is_guided, method_names, sampler_name
+    from engine.methods import METHODS, get_method, is_guided, method_names, sampler_name
     from engine.samplers import DEFAULT_GUIDANCE, SAMPLERS
 
-    assert P.METHODS == ("bilinear", "lapse", "bcsd", "zssd", "zssd-bc", "dps", "ddrm") == tuple(METHODS)
-    assert P.BASELINES == method_names(kind=CLASSICAL) == ("bilinear", "lapse", "bcsd")
-    assert P.DIFFUSION_METHODS == ("zssd", "zssd-bc", "dps", "ddrm")
-    assert P.GUIDED_METHODS == method_names(guided=True) == ("zssd", "zssd-bc", "dps")
+    assert tuple(METHODS) == ("bilinear", "lapse", "bcsd", "zssd", "zssd-bc", "dps", "ddrm")
     assert method_names(paired_training=True) == ("bcsd", "zssd-bc") and BC_METHODS == {"zssd-bc": "zssd"}
+    assert set(batch.METHODS) == set(METHODS) and set(batch.GUIDED_METHODS) == set(method_names(guided=True))
+    case = P.prepare_case("x6", DEMO_TIME, DEMO_REGION)
     for m in METHODS.values():
-        assert (m.sampler in SAMPLERS) if m.diffusion else m.sampler is None
-        assert not m.guided or sampler_name(m.name) in DEFAULT_GUIDANCE
+        assert P.check_method(m.name) == m.name
+        if m.classical:
+            assert m.sampler is None
+            with pytest.raises(ValueError, match="is a baseline"):
+                P.sampler(case, tiny, m.name)
+            continue
+        assert m.sampler in SAMPLERS
+        if m.name in BC_METHODS:  # its bias correction trains first (tests/test_bias_correction.py)
+            continue
+        if m.guided:
+            assert sampler_name(m.name) in DEFAULT_GUIDANCE
+            assert next(P.sampler(case, tiny, m.name, steps=1, guidance_scale=1.0)).method == m.sampler
+        else:
+            with pytest.raises(ValueError, match="takes no guidance scale"):
+                P.sampler(case, tiny, m.name, steps=1, guidance_scale=1.0)
     assert sampler_name("zssd-bc") == "zssd" and sampler_name("bilinear") == "bilinear"
     assert is_guided("dps") and not is_guided("ddrm") and not is_guided("unconditional")
     with pytest.raises(ValueError, match="unknown method 'nope'; choose from bilinear, lapse"):

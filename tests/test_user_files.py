@@ -11,12 +11,11 @@ import pytest
 import xarray as xr
 
 from engine.cli import main
-from engine.real_sources import ERA5_WEEK, GFS_FILE, era5_coarse, era5_week
+from engine.real_sources import GFS_FILE, era5_coarse, era5_week
 
-pytestmark = pytest.mark.skipif(not ERA5_WEEK.exists(), reason="real-weather data pack not built")
+from conftest import TC_REGION as REGION, TC_TIME as TIME, needs_real_weather
 
-TIME = "2026-03-26T05:00"
-REGION = "-35,-3,100,132"
+pytestmark = needs_real_weather
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from zssd_app.config import ServerConfig
 from zssd_app.runner import RunQueue
 from zssd_app.state import POLL_MS, AppState
 from zssd_app.views.about import AboutView
-from zssd_app.views.common import configure_cartopy
+from zssd_app.views.common import BUTTON_CSS, configure_cartopy
 from zssd_app.views.controls import Controls
 from zssd_app.views.cyclone import CycloneView
 from zssd_app.views.export import export_widgets
@@ -115,11 +115,11 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     variable = pn.widgets.RadioButtonGroup.from_param(
         state.param.variable, options={"2 m temperature": "t2m", "Sea-level pressure": "msl",
                                        "10 m wind (speed + arrows)": "wind"},
-        color="primary", variant="outline", label="Variable")
+        color="primary", variant="outline", label="Variable", stylesheets=[BUTTON_CSS])
     # after an ensemble run: the result panel shows one member, the ensemble mean or the spread
     result_view = pn.widgets.RadioButtonGroup.from_param(
         state.param.result_view, options={"Member": "member", "Ensemble mean": "mean", "Spread (std)": "spread"},
-        color="primary", variant="outline", name="Result")
+        color="primary", variant="outline", name="Result", stylesheets=[BUTTON_CSS])
     member = pn.widgets.IntSlider.from_param(state.param.result_member, name="Member", width=160)
     ensemble_row = pn.Row(pn.pane.Markdown("**Ensemble result**", margin=(2, 5, 0, 10)), result_view, member,
                           visible=False, sizing_mode="stretch_width")

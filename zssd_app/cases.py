@@ -26,11 +26,15 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.grids import GridError, Region, wrap_lon
+from engine.methods import CLASSICAL, method_names
 
 from .config import ServerConfig, server_config
 
 __all__ = ["CaseStore", "PreparedCase", "get_store", "reset_store", "get_prior", "reset_prior", "snap_region",
            "source_label", "case_key", "build_case", "DEMO_TIME_RANGE"]
+
+#: The classical methods every case shows at once (no training): bilinear and bilinear + lapse rate.
+INSTANT_BASELINES: tuple[str, ...] = method_names(kind=CLASSICAL, paired_training=False)
 
 #: Years the demo world (and the pseudo-GCMs and paired tasks derived from it) covers.
 DEMO_TIME_RANGE = (dt.datetime(1991, 1, 1), dt.datetime(2023, 12, 31, 18))
@@ -167,7 +171,7 @@ def build_case(pipeline, source_id: str, time, region: Region, world, files: dic
 
     t0 = _time.perf_counter()
     case = pipeline.prepare_case(source_id, time, region, world=world, files=files or None)
-    bil = {m: pipeline.baseline(case, m) for m in ("bilinear", "lapse")}
+    bil = {m: pipeline.baseline(case, m) for m in INSTANT_BASELINES}
     return PreparedCase(case, bil, case_clims(case, bil), _time.perf_counter() - t0)
 
 

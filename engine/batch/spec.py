@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..grids import Region
+from ..methods import CLASSICAL, DIFFUSION, method_names
 
 __all__ = [
     "BatchError", "BatchSpec", "PriorRef", "BatchPlan", "CaseResult", "BatchReport", "case_seed",
@@ -21,12 +22,12 @@ __all__ = [
     "PARAMS_ATTR", "LAYOUT_VERSION", "LOCK_NAME", "DEFAULT_STEPS", "ABORT_AFTER_FAILURES",
 ]
 
-#: Methods ``zssd batch`` accepts.
-SAMPLER_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps", "ddrm")
-DETERMINISTIC_METHODS: tuple[str, ...] = ("bilinear", "lapse", "bcsd")
+#: Methods ``zssd batch`` accepts, from the registry :data:`engine.methods.METHODS` (samplers first).
+SAMPLER_METHODS: tuple[str, ...] = method_names(kind=DIFFUSION)
+DETERMINISTIC_METHODS: tuple[str, ...] = method_names(kind=CLASSICAL)
 METHODS: tuple[str, ...] = SAMPLER_METHODS + DETERMINISTIC_METHODS
 #: Methods that take a guidance scale ζ.
-GUIDED_METHODS: tuple[str, ...] = ("zssd", "zssd-bc", "dps")
+GUIDED_METHODS: tuple[str, ...] = method_names(guided=True)
 #: Global attribute holding the run parameters (JSON) compared on resume.
 PARAMS_ATTR = "zssd_batch_params"
 #: Version of the store layout written here.

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError, data_error
+from ..paths import ASSETS
 from ..variables import CMIP_NAMES, VARIABLE_INFO, VARIABLES
 from .checks import check_range, standardize_coords, standardize_units
 
@@ -28,8 +29,8 @@ _Grid = tuple[Path, np.ndarray, np.ndarray]
 
 
 def assets_gcm_dir() -> Path:
-    """``assets/gcm`` of the repository (where the real CMIP5 files are shipped)."""
-    return Path(__file__).resolve().parents[2] / "assets" / "gcm"
+    """``gcm/`` of the demo pack (:data:`engine.paths.ASSETS`), where the real CMIP5 files are shipped."""
+    return ASSETS / "gcm"
 
 
 def _validate_netcdf3(p: Path) -> None:

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-NE_DIR = ROOT / "assets" / "natural_earth"
+from engine.paths import NATURAL_EARTH_DIR as NE_DIR  # noqa: E402  (the demo pack, wherever installed)
 COASTLINE_SHP = NE_DIR / "shapefiles" / "natural_earth" / "physical" / "ne_110m_coastline.shp"
 #: How the demo world's fields are labelled everywhere in the app (never "ERA5").
 SOURCE_LABEL_SHORT = "Demo world (synthetic stand-in for ERA5)"
@@ -283,3 +283,13 @@ def empty_map(message: str, x0: float, x1: float, y0: float, y1: float):
     import holoviews as hv
 
     return hv.Text(0.5 * (x0 + x1), 0.5 * (y0 + y1), message).opts(text_font_size="11pt", color="#555")
+
+
+#: Shadow-DOM stylesheets of buttons (Panel renders each widget in its own shadow root, so page CSS
+#: cannot reach them): a selected button of a group reads white on the accent colour; a disabled button
+#: is plainly grey, not a paler version of its active colour.
+BUTTON_CSS = """
+.bk-btn.bk-active { color: #ffffff !important; font-weight: 600; }
+.bk-btn[disabled], .bk-btn.bk-disabled { background-color: #e6e6e6 !important; border-color: #cccccc !important;
+  color: #8a8a8a !important; opacity: 1 !important; cursor: not-allowed; }
+"""

@@ -9,9 +9,11 @@ import numpy as np
 import panel as pn
 import param
 
+from engine.methods import METHODS
+
 from ..cases import source_label
 from ..state import AppState
-from .common import coastline_segments, join_paths
+from .common import BUTTON_CSS, coastline_segments, join_paths
 
 __all__ = ["Controls", "overview_map"]
 
@@ -66,7 +68,7 @@ class Controls(pn.viewable.Viewer):
         super().__init__(**params)
         s = self.state
         # ---------------------------------------------------------- case
-        self.case_select = pn.widgets.Select(label="Tropical-cyclone case (real ERA5 first, then demo 2021–2023)",
+        self.case_select = pn.widgets.Select(label="Cyclone case (real ERA5, then demo 2021–23)",
                                              options=_case_options(s), value=s.case_name, width=W)
         self.gcm = pn.widgets.Select(label="GCM input", options={source_label(x): x for x in s.param.gcm.objects},
                                      value=s.gcm, width=W)
@@ -97,7 +99,8 @@ class Controls(pn.viewable.Viewer):
         self.found.param.watch(self._on_found, "value")
         # ---------------------------------------------------------- method
         self.method = pn.widgets.RadioButtonGroup.from_param(s.param.method, label="Method", width=W,
-                                                             color="primary", variant="outline")
+                                                             color="primary", variant="outline",
+                                                             stylesheets=[BUTTON_CSS])
         self.steps = pn.widgets.IntInput.from_param(s.param.steps, label="Steps", width=W // 2 - 10, step=10)
         self.g_auto = pn.widgets.Checkbox.from_param(s.param.guidance_auto, label="Tuned guidance scale ζ (auto)")
         self.g_scale = pn.widgets.FloatInput.from_param(s.param.guidance_scale, label="Guidance scale ζ",
@@ -107,9 +110,10 @@ class Controls(pn.viewable.Viewer):
         self.g_note = pn.pane.Markdown("", width=W, styles={"font-size": "0.85em", "color": "#555"},
                                        margin=(0, 10))
         # ---------------------------------------------------------- run
-        self.run_btn = pn.widgets.Button(label="▶ Run", color="primary", width=120, height=40, margin=(8, 5, 8, 10))
+        self.run_btn = pn.widgets.Button(label="▶ Run", color="primary", width=120, height=40, margin=(8, 5, 8, 10),
+                                         stylesheets=[BUTTON_CSS])
         self.stop_btn = pn.widgets.Button(label="■ Stop", color="danger", width=120, height=40, disabled=True,
-                                          margin=(8, 5))
+                                          margin=(8, 5), stylesheets=[BUTTON_CSS])
         self.run_btn.on_click(lambda e: s.run())
         self.stop_btn.on_click(lambda e: s.stop())
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width",
@@ -166,12 +170,12 @@ class Controls(pn.viewable.Viewer):
 
     def _sync_guidance(self, *_) -> None:
         s = self.state
-        ddrm = s.method == "DDRM"
+        ddrm = not METHODS[s.method_id].guided
         self.g_auto.visible = not ddrm
         self.g_scale.visible = not ddrm
         self.g_scale.disabled = s.guidance_auto
         if ddrm:
-            self.g_note.object = "DDRM projects onto the GCM data at every step; it has no guidance scale."
+            self.g_note.object = f"{s.method} projects onto the GCM data at every step; it has no guidance scale."
         elif s.guidance_auto:
             z = s.effective_guidance()
             self.g_note.object = f"ζ = {z:.3g} (tuned for {s.method} at {s.steps} steps)"

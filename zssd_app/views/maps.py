@@ -53,6 +53,7 @@ def map_plot(lat, lon, values, *, key: str, clim, title: str, bounds, kind: str 
                  frame_height=int(max(120, min(2 * frame_width, h))), clipping_colors={"NaN": "#dddddd"},
                  colorbar_opts={"width": 10}, toolbar="above", fontsize={"title": "10.5pt"},
                  xlabel="Longitude", ylabel="Latitude", xformatter=lon_formatter(), yformatter=lat_formatter(),
+                 xticks=4, yticks=5,
                  default_tools=["pan", "wheel_zoom", "box_zoom", "reset", "save"], active_tools=["wheel_zoom"],
                  alpha=0.0 if missing else 1.0)
     if kind != "image":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.methods import CLASSICAL, METHODS, method_names
+
 from .common import DISPLAY, display_field
 
 __all__ = ["metrics_table", "ensemble_scores"]
@@ -57,22 +59,22 @@ def metrics_table(state, key: str | None = None):
         return xr.DataArray(a, dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
 
     rows = []
-    cands = [("Bilinear", state.baselines.get("bilinear")), ("Bilinear + lapse", state.baselines.get("lapse")),
-             ("BCSD", state.baselines.get("bcsd"))]
+    classical = method_names(kind=CLASSICAL)  # bilinear, lapse, BCSD: the baselines of every case
+    cands = [(METHODS[m].label, state.baselines.get(m), m) for m in classical]
     live = state.live_dataset()
     if live is not None:
         lab = state.result_meta.get("method", state.method)
         lab += " (final, member 1)" if state.live_final else f" (x̂0 at step {state.step}/{state.n_steps})"
-        cands.append((lab, live))
+        cands.append((lab, live, None))
     ens = None
     if state.result is not None and state.result_meta.get("members", 1) > 1:
-        cands.append((f"{state.result_meta.get('method')} ensemble mean", state.result))
+        cands.append((f"{state.result_meta.get('method')} ensemble mean", state.result, None))
         ens = ensemble_scores(state, key)
-    for name, ds in cands:
+    for name, ds, method in cands:
         if ds is None:
-            err = state.baseline_errors.get({"Bilinear + lapse": "lapse"}.get(name, name.lower()))
+            err = state.baseline_errors.get(method or "")
             txt = "n/a" if err else "computing…"
-            rows.append({"Method": name + (f" ({err})" if err else ""), cols[0]: txt, cols[1]: txt, cols[2]: txt})
+            rows.append({"Method": name, cols[0]: txt, cols[1]: txt, cols[2]: txt, "Note": err or "training…"})
             continue
         a, _, _ = display_field(ds, key)
         if a is None or ref is None:

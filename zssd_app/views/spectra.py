@@ -84,10 +84,13 @@ class SpectraView(pn.viewable.Viewer):
                                             linked_axes=False)
         self._table = pn.widgets.Tabulator(metrics_table(self.state), show_index=False, disabled=True,
                                            sizing_mode="stretch_width", layout="fit_columns",
-                                           theme="simple", header_align="center")
+                                           theme="simple", header_align="center",
+                                           # long notes wrap inside their cell instead of being cut off
+                                           formatters={"Note": {"type": "textarea"}, "Method": {"type": "textarea"}})
         self._title = pn.pane.Markdown("", sizing_mode="stretch_width")
         self._note = pn.pane.Markdown(
-            "Errors are latitude-weighted (cos φ) over the region against the demo-world reference. "
+            "Errors are latitude-weighted (cos φ) over the region against the reference (the demo world, or "
+            "ERA5 at its 1° points for a real paired source; none exists for an unpaired real GCM). "
             "**P99 abs. error** is the (weighted) 99th percentile of |prediction − reference|: how wrong "
             "the worst 1 % of cells are (e.g. a cyclone's core). Spectra: the field's mean is removed, a Hann "
             "window tapers the region edges, then the 2-D periodogram is averaged over rings of equal "

@@ -15,7 +15,7 @@ import param
 
 from ..records import Trace
 from ..state import AppState
-from .common import DISPLAY, coast_element, map_element, pretty_source
+from .common import BUTTON_CSS, DISPLAY, coast_element, map_element, pretty_source
 from .maps import _bounds
 
 __all__ = ["TeachingView", "guidance_pull", "stage_text", "LOOP_TEXT", "COMPARE_TEXT"]
@@ -106,7 +106,8 @@ class TeachingView(pn.viewable.Viewer):
         super().__init__(**params)
         s = self.state
         self.mode = pn.widgets.RadioButtonGroup(label="Show", options=["This run", "ZSSD vs DPS at ×20"],
-                                                value="This run", color="default", variant="outline")
+                                                value="This run", color="primary", variant="outline",
+                                                stylesheets=[BUTTON_CSS])
         self.player = pn.widgets.Player(label="Recorded step", start=0, end=1, value=0, interval=350,
                                         loop_policy="once", show_loop_controls=False, width=420,
                                         visible_buttons=["first", "previous", "pause", "play", "next", "last"])

@@ -1,0 +1,79 @@
+"""Running a method: a diffusion sampler's step generator (:func:`sampler`) or a whole run (:func:`run_method`)."""
+
+from __future__ import annotations
+
+import time as _time
+from typing import Iterator, Sequence
+
+import xarray as xr
+
+from ..methods import METHODS as METHOD_REGISTRY, is_guided, sampler_name
+from .case import BASELINES, GUIDED_METHODS, Case, check_method
+from .classical import baseline
+from .results import baseline_result, result_dataset
+
+__all__ = ["sampler", "run_method", "guidance_default"]
+
+
+def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, seed: int = 0,
+            guidance_scale: float | None = None, **kw) -> Iterator:
+    """A generator of :class:`engine.samplers.StepState` for a diffusion method.
+
+    Extra keywords go to the sampler (``guidance_schedule``, ``eta``; DDRM: ``eta``, ``eta_b``,
+    ``sigma_y``).  Validation happens now, before any step is computed.
+    """
+    from ..samplers import get_sampler
+
+    if method in BASELINES:
+        raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
+    from ..bias_correction import BC_METHODS, bias_corrected_case
+
+    if method in BC_METHODS:  # correct Y's large-scale bias at the unified grid, then guide as usual
+        case, method = bias_corrected_case(case), BC_METHODS[method]
+    fn = get_sampler(method)
+    if is_guided(method):
+        kw["guidance_scale"] = guidance_scale
+    elif guidance_scale is not None and method in METHOD_REGISTRY:  # ddrm: the registered unguided sampler
+        raise ValueError(f"{method} takes no guidance scale (it projects onto the data); use sigma_y/eta_b")
+    return fn(prior, case.gcm, case.fine, case.static, case.time_feats, steps=steps, members=members, seed=seed,
+              **kw)
+
+
+def run_method(case: Case, method: str, prior=None, steps: int = 100, members: int = 1, seed: int = 0,
+               guidance_scale: float | None = None, progress=None, variables: Sequence[str] | None = None,
+               **kw) -> xr.Dataset:
+    """Run one method to completion and return its result dataset (used by evaluate and batch jobs).
+
+    ``progress(state)`` is called after every sampler step (ignored for baselines).
+    """
+    check_method(method)
+    t0 = _time.perf_counter()
+    if method in BASELINES:
+        out = baseline(case, method)
+        return baseline_result(case, out, method, _time.perf_counter() - t0, variables)
+    if prior is None:
+        raise ValueError(f"{method} needs a prior")
+    if method in GUIDED_METHODS and guidance_scale is None:
+        guidance_scale = guidance_default(method, steps)
+    from ..bias_correction import BC_METHODS, bias_attrs
+
+    extra = bias_attrs(case) if method in BC_METHODS else {}
+    gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
+    final = None
+    try:
+        for st in gen:
+            final = st
+            if progress is not None:
+                progress(st)
+    finally:
+        gen.close()
+    return result_dataset(case, final, prior, method, steps, seed, guidance_scale, _time.perf_counter() - t0,
+                          variables, extra_attrs={**{k: v for k, v in kw.items() if isinstance(v, (int, float, str))},
+                                                  **extra})
+
+
+def guidance_default(method: str, steps: int) -> float:
+    """The tuned ζ for a guided method (``zssd-bc`` guides like ``zssd``)."""
+    from ..samplers import default_guidance_scale
+
+    return default_guidance_scale(sampler_name(method), steps)
