@@ -33,9 +33,9 @@ from zssd_app.views.teaching import TeachingView
 
 __all__ = ["create_app", "TAB_NAMES", "SESSIONS"]
 
-#: The live server sessions of this process: Bokeh session id -> (state, document).  Work on a session from
+#: The live server sessions of this process: Bokeh session id -> (state, document, page).  Work on a session from
 #: another thread goes through ``doc.add_next_tick_callback`` (the load test and benchmark drive sessions so).
-SESSIONS: dict[str, tuple[AppState, "object"]] = {}
+SESSIONS: dict[str, tuple[AppState, "object", "pn.template.FastListTemplate"]] = {}
 
 TAB_NAMES = ("Downscale", "Spectra & metrics", "Teaching view", "Cyclone", "About")
 ACCENT = "#1f4e79"
@@ -137,7 +137,10 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
         pn.Row(pn.pane.Markdown("**Variable**", margin=(2, 5, 0, 10)), variable, pn.layout.HSpacer(),
                pn.pane.Markdown("**Export**", margin=(2, 5, 0, 10)), export_widgets(state),
                sizing_mode="stretch_width"),
-        ensemble_row, maps, sizing_mode="stretch_width")
+        # the maps (seven linked HoloViews plots, most of a session's start-up cost) render just after the page
+        # has loaded: the page, its sidebar and status line come at once, and sessions opened together do not
+        # wait for each other's maps
+        ensemble_row, pn.panel(lambda: maps, defer_load=True), sizing_mode="stretch_width")
     tabs = pn.Tabs((TAB_NAMES[0], downscale), (TAB_NAMES[1], spectra), (TAB_NAMES[2], teaching),
                    (TAB_NAMES[3], cyclone), (TAB_NAMES[4], about), dynamic=True, sizing_mode="stretch_width")
     # dynamic: a tab is rendered when first opened (a new session renders only the maps: Ready sooner)
@@ -166,7 +169,7 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     if _in_server_session():
         doc = pn.state.curdoc
         sid = doc.session_context.id
-        SESSIONS[sid] = (state, doc)
+        SESSIONS[sid] = (state, doc, template)
         pn.state.add_periodic_callback(state.poll, period=POLL_MS)
 
         def destroyed(ctx) -> None:

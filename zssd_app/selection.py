@@ -61,8 +61,10 @@ class SelectionMixin:
         """Apply a box drawn on the map (snapped and checked)."""
         try:
             reg = Region(float(south), float(north), float(wrap_lon(west, -180.0)), float(wrap_lon(east, -180.0)))
+            reg = snap_region(reg, self.config.min_region_deg, self.config.max_region_deg,
+                              int(self.prior().min_size))  # the box as it will be used, shown as such
         except GridError as e:
-            self._fail_selection(str(e), "region")
+            self._fail_selection(f"Region: {e}", "region")
             return False
         self.region_text = reg.as_text()
         return self.case_error == ""

@@ -161,6 +161,8 @@ class Controls(pn.viewable.Viewer):
             self.gcm.value = s.gcm
         if self.case_select.value != s.case_name:
             self.case_select.value = s.case_name
+        if self.region.value != s.region_text:  # a snapped region (set while the typed value was propagating)
+            self.region.value = s.region_text
         for f, alert in self.errors.items():
             on = bool(s.case_error) and s.case_error_field == f
             alert.param.update(object=s.case_error if on else "", visible=on)
