@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..variables import VARIABLES
-from .network import UNetConfig
+from .network import UNetConfig, strict_from_dict
 from .schedule import PARAMETERIZATIONS, SCHEDULES
 
 __all__ = ["TrainConfig"]
@@ -164,11 +164,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """From a (TOML-parsed) dict; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "training config keys")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":

@@ -48,6 +48,15 @@ from ..conditioning import STATIC_CHANNELS, TIME_FEATURES
 __all__ = ["UNetConfig", "ConditionalUNet", "count_flops", "timestep_embedding"]
 
 
+def strict_from_dict(cls, d: dict, what: str):
+    """``cls(**d)`` for a dataclass, refusing keys it does not have (``ValueError`` naming them and the known ones)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Hyper-parameters of :class:`ConditionalUNet` (stored in checkpoint cards).
@@ -123,11 +132,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "UNetConfig":
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown UNetConfig keys: {unknown}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "UNetConfig keys")
 
     @property
     def min_size(self) -> int:
