@@ -80,6 +80,28 @@ def _in_server_session() -> bool:
     return doc is not None and getattr(doc, "session_context", None) is not None
 
 
+def _variable_and_ensemble_bar(state: AppState):
+    """The variable buttons, and the bar that picks what the result panel shows after an ensemble run."""
+    variable = pn.widgets.RadioButtonGroup.from_param(
+        state.param.variable, options={"2 m temperature": "t2m", "Sea-level pressure": "msl",
+                                       "10 m wind (speed + arrows)": "wind"},
+        color="primary", variant="outline", label="Variable", stylesheets=[BUTTON_CSS])
+    # after an ensemble run: the result panel shows one member, the ensemble mean or the spread
+    result_view = pn.widgets.RadioButtonGroup.from_param(
+        state.param.result_view, options={"Member": "member", "Ensemble mean": "mean", "Spread (std)": "spread"},
+        color="primary", variant="outline", name="Result", stylesheets=[BUTTON_CSS])
+    member = pn.widgets.IntSlider.from_param(state.param.result_member, name="Member", width=160)
+    ensemble_row = pn.Row(pn.pane.Markdown("**Ensemble result**", margin=(2, 5, 0, 10)), result_view, member,
+                          visible=False, sizing_mode="stretch_width")
+
+    def on_result(*_):
+        n = int(state.result_meta.get("members", 1)) if state.result is not None else 1
+        ensemble_row.visible = n > 1 and state.live_final
+        member.end = max(n, 2)
+    state.param.watch(on_result, ["status", "frame_ready"])
+    return variable, ensemble_row
+
+
 def create_app(state: AppState | None = None, *, config: ServerConfig | None = None, queue: RunQueue | None = None,
                initial_case: str | None = "default") -> pn.template.FastListTemplate:
     """Build the page for one session.
@@ -112,23 +134,7 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     about = AboutView(state=state)
     cyclone = CycloneView(state=state)
 
-    variable = pn.widgets.RadioButtonGroup.from_param(
-        state.param.variable, options={"2 m temperature": "t2m", "Sea-level pressure": "msl",
-                                       "10 m wind (speed + arrows)": "wind"},
-        color="primary", variant="outline", label="Variable", stylesheets=[BUTTON_CSS])
-    # after an ensemble run: the result panel shows one member, the ensemble mean or the spread
-    result_view = pn.widgets.RadioButtonGroup.from_param(
-        state.param.result_view, options={"Member": "member", "Ensemble mean": "mean", "Spread (std)": "spread"},
-        color="primary", variant="outline", name="Result", stylesheets=[BUTTON_CSS])
-    member = pn.widgets.IntSlider.from_param(state.param.result_member, name="Member", width=160)
-    ensemble_row = pn.Row(pn.pane.Markdown("**Ensemble result**", margin=(2, 5, 0, 10)), result_view, member,
-                          visible=False, sizing_mode="stretch_width")
-
-    def on_result(*_):
-        n = int(state.result_meta.get("members", 1)) if state.result is not None else 1
-        ensemble_row.visible = n > 1 and state.live_final
-        member.end = max(n, 2)
-    state.param.watch(on_result, ["status", "frame_ready"])
+    variable, ensemble_row = _variable_and_ensemble_bar(state)
     banner = pn.pane.Alert(f"⚠ {state.prior_warning}", alert_type="warning",
                            visible=bool(state.prior_warning), sizing_mode="stretch_width", margin=(0, 10))
     state.param.watch(lambda e: banner.param.update(object=f"⚠ {e.new}",

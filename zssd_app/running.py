@@ -29,7 +29,7 @@ __all__ = ["start_run", "start_compare", "take_run_mail"]
 
 def start_run(state: "AppState", sync: bool = False) -> RunJob | None:
     """Queue a sampling run with the session's current settings (``sync=True`` runs it in this thread)."""
-    from engine.bias_correction import BC_METHODS, bias_attrs, check_trainable
+    from engine.bias_correction import BC_METHODS, check_trainable
 
     from .state import METHOD_LABELS
 
@@ -72,36 +72,7 @@ def start_run(state: "AppState", sync: bool = False) -> RunJob | None:
     state.param.trigger("history_changed")
 
     def work(job: RunJob):
-        nonlocal gen
-        t_start = t_last = _time.perf_counter()
-        final, sps = None, float("nan")
-        if gen is None:
-            gen = state.pipeline.sampler(case, prior, method, steps, members, seed, gs)
-        try:
-            for st in gen:
-                job.check()
-                now = _time.perf_counter()
-                dt_step, t_last = now - t_last, now
-                sps = dt_step if not math.isfinite(sps) or st.step < 2 else 0.7 * sps + 0.3 * dt_step
-                job.progress(st.step + 1, sps)
-                trace.record(st)
-                final = st
-                shown = (st.sample_phys() if st.final else st.x0_phys())[0].detach().cpu().numpy()
-                with state._lock:
-                    state._mail["live"] = (shown, st.final)
-                    state._mail["progress"] = (st.step + 1, st.n_steps, dt_step, float(st.misfit_rms))
-                    state._mail["frames"] = True
-            job.check()
-        finally:
-            gen.close()
-        if final is None:
-            return None
-        secs = _time.perf_counter() - t_start
-        ds = state.pipeline.result_dataset(case, final, prior, method, steps, seed, gs, secs,
-                                           extra_attrs=bias_attrs(case) if method in BC_METHODS else None)
-        with state._lock:
-            state._mail["result"] = (ds, secs)
-        return ds
+        return _sample(state, job, gen, case, prior, method, steps, members, seed, gs, trace)
 
     cells = float(np.prod(case.fine.shape))
     job = RunJob(work, label=f"{method} {case.label()}", owner=state.session_id, steps=steps,
@@ -110,6 +81,43 @@ def start_run(state: "AppState", sync: bool = False) -> RunJob | None:
     state._t_run = _time.perf_counter()
     log.info("session %s: run %s queued (%d steps, %d members)", state.session_id, job.label, steps, members)
     return state._dispatch(job, sync)
+
+
+def _sample(state: "AppState", job: RunJob, gen, case, prior, method: str, steps: int, members: int, seed: int,
+            gs: float | None, trace: Trace):
+    """The worker side of a run: step the sampler, record the trace, post x̂0 and progress to the mailbox,
+    then the result dataset (runs in the queue's thread; never touches parameters)."""
+    from engine.bias_correction import BC_METHODS, bias_attrs
+
+    t_start = t_last = _time.perf_counter()
+    final, sps = None, float("nan")
+    if gen is None:  # zssd-bc: the correction is trained here, on the worker
+        gen = state.pipeline.sampler(case, prior, method, steps, members, seed, gs)
+    try:
+        for st in gen:
+            job.check()
+            now = _time.perf_counter()
+            dt_step, t_last = now - t_last, now
+            sps = dt_step if not math.isfinite(sps) or st.step < 2 else 0.7 * sps + 0.3 * dt_step
+            job.progress(st.step + 1, sps)
+            trace.record(st)
+            final = st
+            shown = (st.sample_phys() if st.final else st.x0_phys())[0].detach().cpu().numpy()
+            with state._lock:
+                state._mail["live"] = (shown, st.final)
+                state._mail["progress"] = (st.step + 1, st.n_steps, dt_step, float(st.misfit_rms))
+                state._mail["frames"] = True
+        job.check()
+    finally:
+        gen.close()
+    if final is None:
+        return None
+    secs = _time.perf_counter() - t_start
+    ds = state.pipeline.result_dataset(case, final, prior, method, steps, seed, gs, secs,
+                                       extra_attrs=bias_attrs(case) if method in BC_METHODS else None)
+    with state._lock:
+        state._mail["result"] = (ds, secs)
+    return ds
 
 
 def start_compare(state: "AppState", sync: bool = False) -> RunJob | None:
