@@ -21,8 +21,8 @@ effective resolution is accounted for), so the defaults are permissive
 decides what to offer.  The thresholds come from the fields themselves
 (``benchmarks/cyclone_finder.py``: the depth and nearby wind of the 101 held-out
 demo storms and the real ERA5 storm as each pseudo-GCM and the ×20/ERA5-x20
-inputs see them): 1 hPa and 3 m/s find 475 of the 502 storms that show a closed
-low, against 457 with the earlier 0.6 hPa and 5 m/s, with 0.69 instead of 0.55
+inputs see them): 1 hPa and 3 m/s find 482 of the 502 storms that show a closed
+low, against 462 with the earlier 0.6 hPa and 5 m/s, with 0.66 instead of 0.52
 false candidates per field; the ×20 inputs' winds near a storm are weak
 (p10 4.1 m/s), which is what 5 m/s missed.
 """
