@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, md_header, write  # noqa: E402
 
 from engine import pipeline  # noqa: E402
-from engine.cyclones import R_EARTH_KM, _great_circle_km, detect_cyclones, detect_cyclones_arrays  # noqa: E402
+from engine.cyclones import (R_EARTH_KM, _great_circle_km, detect_cyclones, detect_cyclones_arrays,  # noqa: E402
+                             ring_mean_pressure)
 from engine.gcm import PSEUDO_GCMS  # noqa: E402
 from engine.real_sources import real_cyclones  # noqa: E402
 
@@ -64,10 +65,8 @@ def storm_depth(gcm, lat0: float, lon0: float) -> tuple[float, float, float]:
     i, j = np.unravel_index(k, msl.shape)
     dc = _great_circle_km(lat[i], lon[j], la2, lo2)
     half = 0.75 * np.deg2rad(max(np.median(np.abs(np.diff(lat))), np.median(np.abs(np.diff(lon))))) * R_EARTH_KM
-    ring = (np.abs(dc - np.deg2rad(RING_DEG) * R_EARTH_KM) <= half) & np.isfinite(msl)
-    if ring.sum() < 4:
-        return float("nan"), float(lat[i]), float(lon[j])
-    return float(msl[ring].mean() - msl[i, j]), float(lat[i]), float(lon[j])
+    ring = ring_mean_pressure(msl, dc, np.deg2rad(RING_DEG) * R_EARTH_KM, half)  # the detector's own ring
+    return float(ring - msl[i, j]), float(lat[i]), float(lon[j])
 
 
 def storm_wind(gcm, lat0: float, lon0: float, radius_deg: float = 4.0) -> float:

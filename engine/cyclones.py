@@ -65,6 +65,13 @@ def _great_circle_km(lat0: float, lon0: float, lat: np.ndarray, lon: np.ndarray)
     return R_EARTH_KM * np.arccos(np.clip(c, -1.0, 1.0))
 
 
+def ring_mean_pressure(p: np.ndarray, dist_km: np.ndarray, ring_km: float, half_width_km: float) -> float:
+    """Mean of the finite ``p`` whose distance from a centre is within ``half_width_km`` of ``ring_km``
+    (the closed-contour test's ring); ``nan`` when fewer than 4 points fall on it."""
+    ring = np.isfinite(p) & (np.abs(dist_km - ring_km) <= half_width_km)
+    return float(np.mean(p[ring])) if ring.sum() >= 4 else float("nan")
+
+
 def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
                            u10: np.ndarray | None = None, v10: np.ndarray | None = None, *,
                            window_deg: float = 6.0, ring_deg: float = 4.0, min_depth: float = 100.0,
@@ -121,10 +128,10 @@ def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
         sub = np.ix_(rows, cols)
         pw = p[sub]
         d = _great_circle_km(lat[i], lon[j], lat2[sub], lon2[sub])
-        ring = np.isfinite(pw) & (np.abs(d - ring_km) <= half_cell_km)
-        if ring.sum() < 4:
+        ring_mean = ring_mean_pressure(pw, d, ring_km, half_cell_km)
+        if not np.isfinite(ring_mean):
             continue
-        depth = float(np.mean(pw[ring]) - p[i, j])
+        depth = float(ring_mean - p[i, j])
         if depth < min_depth:
             continue
         wmax = float("nan")
