@@ -30,7 +30,7 @@ from _common import header, md_header, write  # noqa: E402
 
 from engine import pipeline  # noqa: E402
 from engine.cyclones import (R_EARTH_KM, _great_circle_km, detect_cyclones, detect_cyclones_arrays,  # noqa: E402
-                             ring_mean_pressure)
+                             max_wind_within, ring_mean_pressure)
 from engine.gcm import PSEUDO_GCMS  # noqa: E402
 from engine.real_sources import real_cyclones  # noqa: E402
 
@@ -75,8 +75,7 @@ def storm_wind(gcm, lat0: float, lon0: float, radius_deg: float = 4.0) -> float:
         return float("nan")
     sp = np.hypot(np.asarray(gcm["u10"].values, dtype=np.float64), np.asarray(gcm["v10"].values, dtype=np.float64))
     la2, lo2 = np.meshgrid(gcm["lat"].values, gcm["lon"].values, indexing="ij")
-    near = (_great_circle_km(lat0, lon0, la2, lo2) <= np.deg2rad(radius_deg) * R_EARTH_KM) & np.isfinite(sp)
-    return float(sp[near].max()) if near.any() else float("nan")
+    return max_wind_within(sp, _great_circle_km(lat0, lon0, la2, lo2), np.deg2rad(radius_deg) * R_EARTH_KM)
 
 
 def main(argv: list[str] | None = None) -> int:

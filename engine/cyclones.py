@@ -72,6 +72,12 @@ def ring_mean_pressure(p: np.ndarray, dist_km: np.ndarray, ring_km: float, half_
     return float(np.mean(p[ring])) if ring.sum() >= 4 else float("nan")
 
 
+def max_wind_within(speed: np.ndarray, dist_km: np.ndarray, radius_km: float) -> float:
+    """Largest finite wind speed within ``radius_km`` of a centre (the wind test); ``nan`` if there is none."""
+    near = (dist_km <= radius_km) & np.isfinite(speed)
+    return float(np.max(speed[near])) if near.any() else float("nan")
+
+
 def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
                            u10: np.ndarray | None = None, v10: np.ndarray | None = None, *,
                            window_deg: float = 6.0, ring_deg: float = 4.0, min_depth: float = 100.0,
@@ -136,9 +142,7 @@ def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
             continue
         wmax = float("nan")
         if speed is not None:
-            sw = speed[sub]
-            near = (d <= wind_km) & np.isfinite(sw)
-            wmax = float(np.max(sw[near])) if near.any() else float("nan")
+            wmax = max_wind_within(speed[sub], d, wind_km)
             if not (wmax >= min_wind):
                 continue
         out.append(CycloneCandidate(float(lat[i]), float(lon[j]), float(p[i, j]), depth, wmax))
