@@ -5,7 +5,7 @@ For each method (bilinear; ZSSD with few steps) and each worker count, a fresh
 ``LocalCluster(processes=True, threads_per_worker=1)`` is started, warmed up with
 one case per worker (imports, demo-world caches, prior load — excluded from the
 rate), then a batch of ``--cases`` 6-hourly time steps over a 16x16 degree
-region is timed (best of ``--repeats``) end to end through :func:`engine.batch.run_batch` (submission,
+region is timed (best of ``--repeats``) end to end through :func:`zssd_engine.batch.run_batch` (submission,
 compute, transfer and the client's Zarr writes).  Three configurations per
 method: 1 worker with the default torch threads (``cores // workers`` = 2
 here), 1 worker with 1 torch thread, 2 workers (1 torch thread each).  The
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import header, md_header, write  # noqa: E402
 
-from engine import batch  # noqa: E402
-from engine.batch import BatchSpec, run_batch  # noqa: E402
+from zssd_engine import batch  # noqa: E402
+from zssd_engine.batch import BatchSpec, run_batch  # noqa: E402
 
 REGION = "20,36,120,136"
 GCM = "MPI-ESM1-2-LR"
@@ -65,12 +65,12 @@ def measure(spec: BatchSpec, n: int, warm: BatchSpec, workers: int, tmp: Path, t
     try:
         t1 = time.perf_counter()
         tag = f"{spec.method}-{workers}-{torch_threads}"
-        run_batch(warm, tmp / f"warm-{tag}.zarr", client=client, progress=False, log=None,
+        run_batch(warm, tmp / f"warm-{tag}.zarr", client=client, log=None,
                   torch_threads=torch_threads)
         t_warm = time.perf_counter() - t1
         rates, secs = [], []
         for k in range(repeats):  # fresh stores; the best repeat is reported (the CPU is shared)
-            rep = run_batch(spec, tmp / f"run-{tag}-{k}.zarr", client=client, progress=False, log=None,
+            rep = run_batch(spec, tmp / f"run-{tag}-{k}.zarr", client=client, log=None,
                             torch_threads=torch_threads)
             assert rep.computed == n and not rep.failed, rep
             rates.append(rep.cases_per_minute)
@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None,
                     help="prior (default: the trained demo prior if present, else the tiny untrained one)")
     a = ap.parse_args()
-    from engine.pipeline import DEFAULT_CHECKPOINT
+    from zssd_engine.pipeline import DEFAULT_CHECKPOINT
 
     ck = a.checkpoint or (str(DEFAULT_CHECKPOINT) if Path(DEFAULT_CHECKPOINT).exists() else "tiny")
     prior_note = ("tiny untrained prior (Prior.tiny; the trained checkpoint was not available) — the network "

@@ -8,7 +8,7 @@ field at the storm's peak over the case's region is built exactly as the app bui
 
 * the storm's depth *as that GCM sees it*: the lowest closed low (a grid point lower than its 8
   neighbours) within 3° of the true centre, against the mean on a ring 4° from it (nan: no closed low) (the detector's own depth definition,
-  :func:`engine.cyclones.detect_cyclones_arrays`);
+  :func:`zssd_engine.cyclones.detect_cyclones_arrays`);
 * whether the finder, with its default thresholds, offers a candidate within 300 km of the true centre.
 
 The table justifies the thresholds from the fields' actual depths (the detector's ``min_depth`` against
@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, md_header, write  # noqa: E402
 
-from engine import pipeline  # noqa: E402
-from engine.cyclones import (R_EARTH_KM, _great_circle_km, detect_cyclones, detect_cyclones_arrays,  # noqa: E402
+from zssd_engine import pipeline  # noqa: E402
+from zssd_engine.cyclones import (R_EARTH_KM, _great_circle_km, detect_cyclones, detect_cyclones_arrays,  # noqa: E402
                              max_wind_within, ring_mean_pressure)
-from engine.gcm import PSEUDO_GCMS  # noqa: E402
-from engine.real_sources import real_cyclones  # noqa: E402
+from zssd_engine.gcm import PSEUDO_GCMS  # noqa: E402
+from zssd_engine.real_sources import real_cyclones  # noqa: E402
 
 SEARCH_DEG, RING_DEG, HIT_KM = 3.0, 4.0, 300.0
 CLOSED_LOW_PA = 60.0  # Pa: a storm "shows" in a field as a closed low at least this deep (the study's class)

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import header, md_header, timed, write  # noqa: E402
 
-from engine.demo_world import DemoWorld  # noqa: E402
-from engine.gcm import PSEUDO_GCMS, gcm_field  # noqa: E402
-from engine.grids import Region  # noqa: E402
+from zssd_engine.demo_world import DemoWorld  # noqa: E402
+from zssd_engine.gcm import PSEUDO_GCMS, gcm_field  # noqa: E402
+from zssd_engine.grids import Region  # noqa: E402
 
 
 def main() -> None:

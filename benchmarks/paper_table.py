@@ -1,6 +1,6 @@
 """Reproduce the paper's benchmark table on the demo world (held-out years only).
 
-Runs :func:`engine.evaluate.evaluate` for the paired tasks x6, x10, x20 and the five
+Runs :func:`zssd_engine.evaluate.evaluate` for the paired tasks x6, x10, x20 and the five
 pseudo-GCMs, draws the power spectra of one cyclone case per method against the
 reference, and writes
 
@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import pipeline as P  # noqa: E402
-from engine.evaluate import evaluate, machine_info, markdown_table  # noqa: E402
-from engine.gcm import PSEUDO_GCMS  # noqa: E402
-from engine.variables import VARIABLE_INFO, VARIABLES  # noqa: E402
+from zssd_engine import pipeline as P  # noqa: E402
+from zssd_engine.evaluate import evaluate, machine_info, markdown_table  # noqa: E402
+from zssd_engine.gcm import PSEUDO_GCMS  # noqa: E402
+from zssd_engine.variables import VARIABLE_INFO, VARIABLES  # noqa: E402
 
 DEFAULT_TASKS = ["x6", "x10", "x20"] + [f"gcm:{g}" for g in PSEUDO_GCMS]
 PAPER_ZSSD_MAE = {"x6": 0.09, "x10": 0.15, "x20": 0.28, "gcm:IPSL-CM6A-LR": 0.87, "gcm:MIROC6": 1.08,
@@ -54,7 +54,7 @@ def spectra_png(outputs: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    from engine.metrics import power_spectrum
+    from zssd_engine.metrics import power_spectrum
 
     ref = outputs["reference"]
     methods = [k for k in outputs if k not in ("reference", "case")]

@@ -38,8 +38,8 @@ BANDS = [(3200.0, 1600.0), (1600.0, 800.0), (800.0, 400.0), (400.0, 200.0), (200
 def held_out_cases(n: int, size: int, seed: int = 123):
     import pandas as pd
 
-    from engine.demo_world import HELDOUT_YEARS
-    from engine.grids import Region
+    from zssd_engine.demo_world import HELDOUT_YEARS
+    from zssd_engine.grids import Region
 
     rng = np.random.default_rng(seed)
     # a fixed mix of regions with terrain, coasts and open ocean
@@ -74,14 +74,14 @@ def main() -> None:
     import torch
     import xarray as xr
 
-    from engine.conditioning import static_channels, time_features
-    from engine.demo_world import DemoWorld
-    from engine.grids import era5_grid
-    from engine.metrics import spectrum_ratio_by_band
-    from engine.pipeline import default_prior, prior_sha256
-    from engine.prior.model import Prior
-    from engine.samplers import sample_unconditional
-    from engine.variables import VARIABLES, VARIABLE_INFO
+    from zssd_engine.conditioning import static_channels, time_features
+    from zssd_engine.demo_world import DemoWorld
+    from zssd_engine.grids import era5_grid
+    from zssd_engine.metrics import spectrum_ratio_by_band
+    from zssd_engine.pipeline import default_prior, prior_sha256
+    from zssd_engine.prior.model import Prior
+    from zssd_engine.samplers import sample_unconditional
+    from zssd_engine.variables import VARIABLES, VARIABLE_INFO
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=None)

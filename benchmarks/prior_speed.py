@@ -35,9 +35,9 @@ def med(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    from engine import pipeline as P
-    from engine.prior.network import ConditionalUNet, count_flops
-    from engine.prior.train import TrainConfig
+    from zssd_engine import pipeline as P
+    from zssd_engine.prior.network import ConditionalUNet, count_flops
+    from zssd_engine.prior.train import TrainConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", default=None)

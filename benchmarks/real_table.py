@@ -1,12 +1,12 @@
 """The real-weather table: every method on the real ERA5 week (``era5-x20``, ``era5-x10``).
 
-Runs :func:`engine.evaluate.evaluate` on the real-weather tasks (the ERA5 week of
+Runs :func:`zssd_engine.evaluate.evaluate` on the real-weather tasks (the ERA5 week of
 2026-03-25..31 averaged to 5° / 2.5°; reference: real ERA5 at its 1° points, the 0.25°
 output scored at exactly those points) and writes ``benchmarks/results/real_table.json``
 and ``.md`` with the command, machine and date.  With ``--members N`` the diffusion methods'
 ensemble means of the first 1, 4, 8 … members are scored from the same run.  BCSD cannot be
 trained on one week and is listed as unavailable.  The four times of
-:data:`engine.evaluate.REAL_TUNING_TIMES` are never scored.
+:data:`zssd_engine.evaluate.REAL_TUNING_TIMES` are never scored.
 
 ERA5: Contains modified Copernicus Climate Change Service information, CC-BY 4.0 (ECMWF).
 
@@ -26,8 +26,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import header, md_header, write  # noqa: E402
-from engine.evaluate import REAL_TASKS, evaluate, markdown_table  # noqa: E402
-from engine.variables import VARIABLES  # noqa: E402
+from zssd_engine.evaluate import REAL_TASKS, evaluate, markdown_table  # noqa: E402
+from zssd_engine.variables import VARIABLES  # noqa: E402
 
 
 def summary(results: dict[str, dict]) -> str:

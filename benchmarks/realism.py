@@ -1,6 +1,6 @@
 """How far is the demo world from real weather?  Demo/real ratios per variable, at the same points and dates.
 
-The demo world (:class:`engine.demo_world.DemoWorld`, synthetic) is compared with REAL fields at the
+The demo world (:class:`zssd_engine.demo_world.DemoWorld`, synthetic) is compared with REAL fields at the
 same points and season: the ERA5 week 2026-03-25..31 at its 1° points (exact ERA5 0.25° grid points)
 and the ECMWF TIGGE forecast valid 2007-05-10T00 (≈0.45°).  The demo world is evaluated at the same
 dates, on the same 32°×32° boxes (:data:`BOXES`) and at the same 1° points.  Measures:
@@ -11,7 +11,7 @@ dates, on the same 32°×32° boxes (:data:`BOXES`) and at the same 1° points. 
    and over ocean points, pooled over boxes and times; and the fraction of the detail variance explained
    by a per-(box, time) least-squares fit on the elevation detail and the land-fraction detail (the same
    operator applied to the DEM and land fraction at the 1° points), pooled as 1 − ΣSS_res / ΣSS_tot.
-2. **Power spectra by wavelength band** — :func:`engine.metrics.power_spectrum` (Hann window) of each box;
+2. **Power spectra by wavelength band** — :func:`zssd_engine.metrics.power_spectrum` (Hann window) of each box;
    band power = Σ P(k)·n_modes(k) / N over the bins with wavelength in [short, long) (the variance in the
    band, N = number of Fourier modes); mean over boxes (and
    times) first, then demo/real.  (a) TIGGE box vs the demo world at 2007-05-10T00 averaged
@@ -50,8 +50,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import header, md_header, write  # noqa: E402
-from engine.grids import LatLonGrid, Region, gaussian_latitudes, lat_weights, wrap_lon  # noqa: E402
-from engine.operators import bilinear_matrices, conservative_matrices  # noqa: E402
+from zssd_engine.grids import LatLonGrid, Region, gaussian_latitudes, lat_weights, wrap_lon  # noqa: E402
+from zssd_engine.operators import bilinear_matrices, conservative_matrices  # noqa: E402
 
 VARS = ("t2m", "msl", "u10", "v10")
 #: Units as reported (msl is converted from Pa to hPa everywhere in this benchmark).
@@ -149,7 +149,7 @@ def regression_ss(y: np.ndarray, predictors: list[np.ndarray]) -> tuple[float, f
 def band_powers(spec: np.ndarray, wavelength_km: np.ndarray, n_modes: np.ndarray,
                 bands: tuple[tuple[float, float], ...]) -> np.ndarray:
     """Σ P·n_modes over the spectrum bins with wavelength in ``[short, long)`` per band ``(long, short)``
-    (the convention of :func:`engine.metrics.spectrum_ratio_by_band`); ``spec`` is ``[..., nk]``."""
+    (the convention of :func:`zssd_engine.metrics.spectrum_ratio_by_band`); ``spec`` is ``[..., nk]``."""
     spec = np.asarray(spec, dtype=np.float64)
     lam = np.asarray(wavelength_km, dtype=np.float64)
     n = np.asarray(n_modes, dtype=np.float64)
@@ -163,11 +163,11 @@ def band_powers(spec: np.ndarray, wavelength_km: np.ndarray, n_modes: np.ndarray
 def field_band_powers(values: np.ndarray, lat: np.ndarray, lon: np.ndarray,
                       bands: tuple[tuple[float, float], ...]) -> np.ndarray:
     """Band variances of ``values [..., nlat, nlon]``: :func:`band_powers` of its Hann-windowed spectrum
-    (:func:`engine.metrics.power_spectrum`) divided by the number of Fourier modes ``nlat·nlon``, so a band's
+    (:func:`zssd_engine.metrics.power_spectrum`) divided by the number of Fourier modes ``nlat·nlon``, so a band's
     value is the share of the windowed variance in it (units²; comparable between boxes of different size)."""
     import xarray as xr
 
-    from engine.metrics import power_spectrum
+    from zssd_engine.metrics import power_spectrum
 
     values = np.asarray(values, dtype=np.float64)
     dims = tuple(f"d{i}" for i in range(values.ndim - 2)) + ("lat", "lon")
@@ -303,14 +303,14 @@ def is_defect(r: float, low: float = LOW, high: float = HIGH) -> str:
 # ====================================================================== data access
 def box_points(region: Region) -> LatLonGrid:
     """The ERA5 1° points (cells ±0.5°) whose centres lie in the box (lon in the box's frame)."""
-    from engine.real_sources import era5_points_grid
+    from zssd_engine.real_sources import era5_points_grid
 
     return era5_points_grid().select(region)[0]
 
 
 def era5_at(points: LatLonGrid, time_idx) -> dict[str, np.ndarray]:
     """ERA5 week values ``[ntime, nlat, nlon]`` at the 1° points (msl in hPa)."""
-    from engine.real_sources import era5_week
+    from zssd_engine.real_sources import era5_week
 
     wk = era5_week()
     ri = np.rint(90.0 - points.lat).astype(int)
@@ -325,7 +325,7 @@ def era5_at(points: LatLonGrid, time_idx) -> dict[str, np.ndarray]:
 def demo_at(world, times, points: LatLonGrid) -> dict[str, np.ndarray]:
     """Demo-world values ``[ntime, nlat, nlon]`` at the 1° points (msl in hPa).
 
-    The demo world is a pure function of (time, lat, lon) (module docstring of :mod:`engine.demo_world`),
+    The demo world is a pure function of (time, lat, lon) (module docstring of :mod:`zssd_engine.demo_world`),
     so it is evaluated directly at the 1° points (a sub-grid of the 0.25° grid); :func:`check_points`
     verifies this equals the 0.25° box subsampled at every 4th point."""
     per = [world.fields(t, points) for t in times]
@@ -340,7 +340,7 @@ def statics_at(world, points: LatLonGrid) -> tuple[np.ndarray, np.ndarray]:
 
 def check_points(world, t, region: Region) -> float:
     """Max |demo at the 1° points − demo on the 0.25° box subsampled at the integer lat/lon rows/cols|."""
-    from engine.grids import era5_grid
+    from zssd_engine.grids import era5_grid
 
     sub = era5_grid().select(region)[0]
     full = world.fields(t, sub)
@@ -353,7 +353,7 @@ def check_points(world, t, region: Region) -> float:
 
 def tigge_grid():
     """The TIGGE field's grid (Gaussian rows with Gauss-weight bounds × 800 regular longitudes)."""
-    from engine.real_sources import tigge_field
+    from zssd_engine.real_sources import tigge_field
 
     ds = tigge_field()
     lat, lb = gaussian_latitudes(ds.sizes["lat"])
@@ -444,8 +444,8 @@ def measure_tigge_spectra(world, boxes) -> dict:
     """Measure 2a: TIGGE (≈0.45°) vs the demo world averaged onto the same TIGGE cells, 2007-05-10T00."""
     import torch
 
-    from engine.grids import era5_grid
-    from engine.operators import conservative
+    from zssd_engine.grids import era5_grid
+    from zssd_engine.operators import conservative
 
     ds, tg = tigge_grid()
     powers = {v: {"demo": [], "real": []} for v in VARS}
@@ -485,7 +485,7 @@ def _structure_at(msl, u, v, pts, lat0, lon0, search_km=300.0):
 
 def measure_cyclones(world, n_cases: int) -> dict:
     """Measure 4: the real ERA5 TC at its peak vs the ``n_cases`` demo catalog cyclones closest in depth."""
-    from engine.real_sources import era5_week, real_cyclones
+    from zssd_engine.real_sources import era5_week, real_cyclones
 
     tc = real_cyclones()[0]
     wk = era5_week()
@@ -587,7 +587,7 @@ def markdown(payload: dict) -> str:
              "5° cell means; cos φ weighted std over land (land fraction > 0.5) and ocean points, pooled over boxes "
              "and times.  *Explained*: 1 − ΣSS_res/ΣSS_tot of a per-(box, time) least-squares fit of the detail on "
              "the elevation detail and land-fraction detail (same operator on the DEM and land fraction).",
-             "* **Power by band**: Hann-windowed radially averaged spectrum (`engine.metrics.power_spectrum`) per "
+             "* **Power by band**: Hann-windowed radially averaged spectrum (`zssd_engine.metrics.power_spectrum`) per "
              "box; band power Σ P·n_modes / N_modes over wavelengths in [short, long) (the variance in the band), "
              "averaged over boxes (and times) before the ratio.  TIGGE rows: demo world conservatively averaged "
              "from 0.25° onto the TIGGE cells, same date; ERA5 rows: the 1° points, all times.",
@@ -692,8 +692,8 @@ def main(argv=None) -> int:
 
     import pandas as pd
 
-    from engine.demo_world import DemoWorld
-    from engine.real_sources import era5_week
+    from zssd_engine.demo_world import DemoWorld
+    from zssd_engine.real_sources import era5_week
 
     t0 = _time.perf_counter()
     payload = header()

@@ -4,8 +4,8 @@ Protocol (identical for ZSSD and vanilla DPS, so neither is tuned more than the 
 ------------------------------------------------------------------------------------
 1. Cases: ``--cases`` per task, half demo cyclones at their peak (catalog of
    training years 2015–2020), half seeded random (time, region) boxes in
-   training years (:data:`engine.demo_world.TRAIN_YEARS`); every time is checked
-   with :func:`engine.demo_world.check_training_time` — held-out years are never
+   training years (:data:`zssd_engine.demo_world.TRAIN_YEARS`); every time is checked
+   with :func:`zssd_engine.demo_world.check_training_time` — held-out years are never
    touched.
 2. Tasks: ``--tasks`` (default ``x20,gcm:MPI-ESM1-2-LR``: the hardest paired
    ratio and one pseudo-GCM).
@@ -14,13 +14,13 @@ Protocol (identical for ZSSD and vanilla DPS, so neither is tuned more than the 
 4. Objective: the mean over cases, tasks and guided variables of the cos φ
    weighted MAE of the ensemble mean divided by the prior's per-variable std
    (so variables are commensurate) — lower is better.
-5. ζ is quoted for a 128x128 region (:func:`engine.samplers.guidance.effective_scale`
+5. ζ is quoted for a 128x128 region (:func:`zssd_engine.samplers.guidance.effective_scale`
    rescales it by sqrt(H·W)/128), so tuning on smaller regions (``--region-px 64``)
    transfers.
 
 Output: ``--out`` JSON with every score and the chosen scales; ``--install`` also
 writes ``engine/samplers/guidance_defaults.json``, which
-:func:`engine.samplers.default_guidance_scale` reads (log-interpolating in the step
+:func:`zssd_engine.samplers.default_guidance_scale` reads (log-interpolating in the step
 count between tuned step counts).
 
 Example (CPU, small)::
@@ -44,12 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine import pipeline as P  # noqa: E402
-from engine.demo_world import TRAIN_YEARS, DemoWorld, check_training_time  # noqa: E402
-from engine.evaluate import EvalCase, machine_info, parse_task  # noqa: E402
-from engine.grids import Region  # noqa: E402
-from engine.metrics import mae  # noqa: E402
-from engine.samplers.guidance_table import TUNED_GUIDANCE_FILE  # noqa: E402
+from zssd_engine import pipeline as P  # noqa: E402
+from zssd_engine.demo_world import TRAIN_YEARS, DemoWorld, check_training_time  # noqa: E402
+from zssd_engine.evaluate import EvalCase, machine_info, parse_task  # noqa: E402
+from zssd_engine.grids import Region  # noqa: E402
+from zssd_engine.metrics import mae  # noqa: E402
+from zssd_engine.samplers.guidance_table import TUNED_GUIDANCE_FILE  # noqa: E402
 
 CYCLONE_YEARS = tuple(range(2015, 2021))
 

@@ -12,7 +12,7 @@ Per case (t2m, task x20, region ``--region-px`` 0.25° cells, cos φ weights):
 
 * ``detail = ref − A_high(ref)``: the part of the reference that the unified 5°
   cells do not see (``A_high``: the UCG operator, conservative to the 5° cells and
-  bilinear back, :func:`engine.operators.ucg_operator`).
+  bilinear back, :func:`zssd_engine.operators.ucg_operator`).
 * ``R²``: the fraction of ``detail``'s variance explained by a per-case linear
   regression on the detail of the elevation (km) and of the land fraction,
   fitted on the reference itself (an oracle).
@@ -45,11 +45,11 @@ if str(ROOT) not in sys.path:
 
 from _common import header, md_header, write  # noqa: E402
 
-from engine import pipeline as P  # noqa: E402
-from engine.evaluate import evaluation_cases  # noqa: E402
-from engine.grids import lat_weights  # noqa: E402
-from engine.operators import ucg_operator  # noqa: E402
-from engine.samplers.observation import ucg_coarse_grid  # noqa: E402
+from zssd_engine import pipeline as P  # noqa: E402
+from zssd_engine.evaluate import evaluation_cases  # noqa: E402
+from zssd_engine.grids import lat_weights  # noqa: E402
+from zssd_engine.operators import ucg_operator  # noqa: E402
+from zssd_engine.samplers.observation import ucg_coarse_grid  # noqa: E402
 
 
 def wmae(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:

@@ -4,10 +4,10 @@ Target (t2m, task x20, held-out cases): at the two highest wavenumber octaves wh
 bilinear interpolation is at least 10x too weak, the ZSSD sample's power is within a
 factor 1.5 of the reference's.
 
-Per case and method, :func:`engine.metrics.spectrum_ratio_by_band` (Hann window) gives
+Per case and method, :func:`zssd_engine.metrics.spectrum_ratio_by_band` (Hann window) gives
 the power of one sample (member 0; an ensemble mean would be smoother by construction)
 over the reference's, summed over the modes of each octave of wavelength
-(:func:`engine.metrics.octave_bands`, from the Nyquist wavelength up; reported finest
+(:func:`zssd_engine.metrics.octave_bands`, from the Nyquist wavelength up; reported finest
 first).  Ratios are then averaged geometrically over cases.  Writes
 ``benchmarks/results/x20_spectra.{json,md}``::
 
@@ -29,14 +29,14 @@ if str(ROOT) not in sys.path:
 
 from _common import header, md_header, write  # noqa: E402
 
-from engine import pipeline as P  # noqa: E402
-from engine.evaluate import evaluation_cases  # noqa: E402
-from engine.metrics import spectrum_ratio_by_band  # noqa: E402
+from zssd_engine import pipeline as P  # noqa: E402
+from zssd_engine.evaluate import evaluation_cases  # noqa: E402
+from zssd_engine.metrics import spectrum_ratio_by_band  # noqa: E402
 
 
 def octave_ratios(field, ref, n_octaves: int) -> list[float]:
     """Band-power ratio ``field/ref`` in the ``n_octaves`` finest octaves (finest first; NaN where absent)."""
-    # default bands: engine.metrics.octave_bands of the reference, longest first
+    # default bands: zssd_engine.metrics.octave_bands of the reference, longest first
     vals = [float(x) for x in spectrum_ratio_by_band(field, ref).values[::-1][:n_octaves]]
     return vals + [float("nan")] * (n_octaves - len(vals))
 

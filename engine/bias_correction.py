@@ -2,15 +2,15 @@
 
 Zero-shot guidance pulls x̂0 toward the GCM field Y's large scales, bias included.  ``zssd-bc``
 first maps Y's distribution onto the reference's at the *unified 5° grid* — the "BC" half of
-BCSD (:meth:`engine.baselines.bcsd.BCSD.bias_correct`: empirical quantile mapping per calendar month,
+BCSD (:meth:`zssd_engine.baselines.bcsd.BCSD.bias_correct`: empirical quantile mapping per calendar month,
 unified cell and variable, trained on the GCM's historical simulation against the reference
 averaged onto the same cells over the same training period) — and then runs ordinary UCG
-guidance (:func:`engine.samplers.sample_zssd`) toward the corrected field Ŷ = QM(A₅ Y):
+guidance (:func:`zssd_engine.samplers.sample_zssd`) toward the corrected field Ŷ = QM(A₅ Y):
 
     x̂0 ← x̂0 − ζ ∇ ‖ W^{1/2} (A₅ x̂0 − QM(A₅ Y)) ‖,    A₅ = conservative average onto 5° cells
 
 Training data: the same calendar month and UTC hour in every third training year, days 6 and 21
-(:func:`engine.pipeline.bcsd_training_times`; held-out years refused), cached per (GCM, region,
+(:func:`zssd_engine.pipeline.bcsd_training_times`; held-out years refused), cached per (GCM, region,
 month, hour).  A source without a historical run paired with a reference (a real file, the
 real-weather sources, a user's files) is **refused** with a message: there is nothing to train
 the mapping on, and a silent fallback to uncorrected guidance would hide the bias.  Monthly-mean
@@ -32,7 +32,7 @@ from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "bias_attrs", "check_trainable", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
-#: Bias-aware methods -> the sampler they run after the correction (from :data:`engine.methods.METHODS`).
+#: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
 
 _CACHE: "OrderedDict[tuple, Any]" = OrderedDict()

@@ -1,14 +1,94 @@
-"""Per-case scores of an evaluation run beyond MAE/RMSE/P99: ensemble scores and cyclone metrics.
+"""Per-case scores of an evaluation run: the :class:`ScoreBook` accumulator, ensemble scores, cyclone metrics.
 
-:func:`engine.evaluate.evaluate` calls these once per (case, method) and once at the end: the
-accumulators hold per-case lists, :func:`summarise` turns them into the table's numbers.
+:func:`zssd_engine.evaluate.evaluate` adds one (case, method) result at a time to a :class:`ScoreBook`
+(:meth:`ScoreBook.add`); :meth:`ScoreBook.report` turns the per-case lists into the table's numbers
+(:func:`summarise`, :func:`cyclone_summary`).
 """
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
-__all__ = ["add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary"]
+__all__ = ["ScoreBook", "add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary"]
+
+CYCLONE_DEFINITION = ("centre = lowest msl within 600 km (reference: of the region centre; prediction: of the "
+                      "reference centre), at the reference's points; detected = closed low (ring depth >= 2 hPa) "
+                      "within 300 km; hit = closed low within 2 deg and 8 hPa of the reference's central pressure")
+
+
+class ScoreBook:
+    """Per-case scores of every (variable, method), collected case by case.
+
+    Parameters
+    ----------
+    members : int
+        Ensemble size of the diffusion methods (the baselines have one member).
+    diffusion_methods : sequence of str
+        The methods that draw ``members`` samples; their ensemble means of the first 1, 4, 8 …
+        members are scored too (``results_by_members``).
+    """
+
+    def __init__(self, members: int, diffusion_methods: Sequence[str]) -> None:
+        self.members = members
+        self.diffusion = set(diffusion_methods)
+        self.ens_sizes = sorted({k for k in (1, 4, 8) if k < members} | {members})
+        self.per: dict[str, dict[str, dict[str, list[float]]]] = {}
+        self.by_members: dict[int, dict[str, dict[str, dict[str, list[float]]]]] = {}
+        self.rank: dict[str, dict[str, np.ndarray]] = {}
+        self.cyclones: dict[str, dict[str, dict]] = {}
+
+    def add(self, method: str, ds, ref, seconds_per_sample: float,
+            cyclone_case: str | None = None, centre: tuple[float, float] | None = None) -> None:
+        """Score one method's output ``ds`` on one case against ``ref`` (its ensemble mean, its members as
+        an ensemble, its cyclone if ``cyclone_case`` names one, and its first-k-member means)."""
+        from .metrics import score
+        from .variables import VARIABLES
+
+        vs = [v for v in VARIABLES if v in ds.data_vars and v in ref.data_vars]
+        for v, s in score(ds[vs], ref[vs]).items():
+            d = self.per.setdefault(v, {}).setdefault(method, {"mae": [], "rmse": [], "p99": [],
+                                                               "seconds_per_sample": []})
+            _append(d, s)
+            d["seconds_per_sample"].append(seconds_per_sample)
+        for v in vs:  # the ensemble as an ensemble (a baseline's one member: CRPS = MAE)
+            add_probabilistic(self.per[v][method], self.rank.setdefault(v, {}), method,
+                              ds[f"{v}_members"].isel(time=0), ref[v])
+        if cyclone_case is not None and "msl" in vs:
+            self.cyclones.setdefault(cyclone_case, {})[method] = cyclone_scores(ds, ref, centre)
+        if method in self.diffusion and self.members > 1:
+            for k in self.ens_sizes:
+                mean_k = ds[[f"{v}_members" for v in vs]].isel(member=slice(0, k)).mean("member")
+                for v, s in score(mean_k.rename({f"{v}_members": v for v in vs}), ref[vs]).items():
+                    _append(self.by_members.setdefault(k, {}).setdefault(v, {}).setdefault(
+                        method, {"mae": [], "rmse": [], "p99": []}), s)
+
+    def report(self) -> dict[str, Any]:
+        """The JSON-able summary: ``results`` and, where collected, ``rank_hist``, ``cyclones`` and
+        ``results_by_members``."""
+        from .probabilistic import reliability_index
+
+        out: dict[str, Any] = {"results": {
+            v: {m: summarise(d, self.members if m in self.diffusion else 1) for m, d in dm.items()}
+            for v, dm in self.per.items()}}
+        if self.rank:
+            out["rank_hist"] = {v: {m: {"counts": c.tolist(), "reliability_index": reliability_index(c)}
+                                    for m, c in dm.items()} for v, dm in self.rank.items()}
+        if self.cyclones:
+            out["cyclones"] = {"cases": self.cyclones, "summary": cyclone_summary(self.cyclones),
+                               "definition": CYCLONE_DEFINITION}
+        if self.by_members:
+            out["results_by_members"] = {str(k): {v: {m: {q: float(np.mean(x)) for q, x in d.items()}
+                                                      for m, d in dm.items()} for v, dm in bv.items()}
+                                         for k, bv in sorted(self.by_members.items())}
+        return out
+
+
+def _append(d: dict[str, list[float]], s) -> None:
+    d["mae"].append(float(s.mae))
+    d["rmse"].append(float(s.rmse))
+    d["p99"].append(float(s.p99))
 
 
 def add_probabilistic(d: dict, rank_v: dict, method: str, members: "xarray.DataArray", ref: "xarray.DataArray") -> None:

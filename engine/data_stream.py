@@ -1,9 +1,9 @@
 """Training data for the prior: random crops of the demo world or of ERA5 files, and the batch schedule.
 
 * :class:`TrainingStream` — demo-world crops drawn uniformly over the sphere's area
-  (latitude ∝ cos φ) at 6-hourly times of :data:`engine.demo_world.TRAIN_YEARS` only; a
+  (latitude ∝ cos φ) at 6-hourly times of :data:`zssd_engine.demo_world.TRAIN_YEARS` only; a
   fraction is centred on active tropical cyclones so the prior sees their (rare) structure.
-  The held-out years are refused by :func:`engine.demo_world.check_training_time`.
+  The held-out years are refused by :func:`zssd_engine.demo_world.check_training_time`.
 * :class:`Era5CropStream` — random windows of an ERA5 dataset (held-out years excluded).
 * :func:`make_stream` — the stream a training config names.
 * :func:`training_batches` — the batches of steps ``start, start+1, …``: batch ``k`` of rank
@@ -122,12 +122,12 @@ class TrainingStream:
 
 # ---------------------------------------------------------------------- ERA5 files
 class Era5CropStream:
-    """Random ``crop × crop`` windows of an ERA5 dataset opened by :func:`engine.readers.open_era5`.
+    """Random ``crop × crop`` windows of an ERA5 dataset opened by :func:`zssd_engine.readers.open_era5`.
 
     Same interface as :class:`TrainingStream` (``batch``,
     ``stats``, ``rng``, ``years``).  Held-out years are excluded.  The dataset
     must hold all four variables on the 0.25° ERA5 grid (global or regional);
-    statics come from :func:`engine.statics.load_statics`.
+    statics come from :func:`zssd_engine.statics.load_statics`.
     """
 
     def __init__(self, path: str | os.PathLike, crop: int = 64, seed: int = 0, statics=None,
@@ -208,7 +208,7 @@ def xr_index(idx: np.ndarray) -> Any:
 def make_stream(cfg, seed: int = 0) -> "TrainingStream | Era5CropStream":
     """The training stream named by ``cfg.data`` (``"demo"`` or an ERA5 path).
 
-    ``cfg`` is a :class:`engine.prior.config.TrainConfig` (``data``, ``crop``, ``world_seed``,
+    ``cfg`` is a :class:`zssd_engine.prior.config.TrainConfig` (``data``, ``crop``, ``world_seed``,
     ``cyclone_fraction``).
     """
     if cfg.data == "demo":
@@ -279,7 +279,7 @@ def fresh_batches(stream, n: int, seed: int, rank: int, start: int, prefetch: in
 def training_batches(stream, cfg, rank: int, start: int) -> Iterator[Any]:
     """Training batches for steps ``start, start+1, …`` (deterministic in ``(seed, rank, step)``).
 
-    ``cfg`` is a :class:`engine.prior.config.TrainConfig` (``batch``, ``seed``, ``prefetch``,
+    ``cfg`` is a :class:`zssd_engine.prior.config.TrainConfig` (``batch``, ``seed``, ``prefetch``,
     ``data_reuse``, ``data_pool``).  With ``data_reuse = R > 1`` step ``s`` samples ``batch`` crops
     from the fresh batches ``k(s)-data_pool+1 … k(s)``, ``k(s) = s // R`` (a sliding pool).
     """

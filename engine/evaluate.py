@@ -1,8 +1,8 @@
-"""Benchmark the downscaling methods on held-out demo cases (``zssd evaluate``, :mod:`engine.cli.evaluate`).
+"""Benchmark the downscaling methods on held-out demo cases (``zssd evaluate``, :mod:`zssd_engine.cli.evaluate`).
 
 Protocol
 --------
-* **Held-out only**: every case time lies in :data:`engine.demo_world.HELDOUT_YEARS`
+* **Held-out only**: every case time lies in :data:`zssd_engine.demo_world.HELDOUT_YEARS`
   (asserted); the prior, BCSD and the guidance-scale tuning never see these years.
 * **Cases**: the first ``ceil(N/2)`` tropical cyclones of the held-out catalog
   (:meth:`DemoWorld.catalog`, sorted by time; a square region of ``size_px`` 0.25°
@@ -13,7 +13,7 @@ Protocol
   ``gcm:NAME`` for a pseudo-GCM (paired with its demo-world reference).  The real
   file cannot be scored (unpaired).
 * **Real weather**: ``era5-x20``, ``era5-x10`` — the real ERA5 week averaged to 5°/2.5°
-  (:mod:`engine.real_sources`); the reference is real ERA5 at its 1° points, and the 0.25°
+  (:mod:`zssd_engine.real_sources`); the reference is real ERA5 at its 1° points, and the 0.25°
   output is scored at exactly those points.  Cases (:func:`real_evaluation_cases`): the real
   cyclone at its three deepest times, then a fixed list of :data:`REAL_REGIONS` (mountains,
   coasts, plains, ocean) at times spread over the week.  :data:`REAL_TUNING_TIMES` (4 of the
@@ -22,7 +22,7 @@ Protocol
 * **Ensembles**: with ``members > 1`` the ensemble means of the first 1, 4, 8 … members are
   also scored (``results_by_members``), so one run gives the 1/4/8-member figures.
 * **Scores** per variable and method: cos φ weighted MAE, RMSE and P99 (the weighted
-  0.99 quantile of the absolute error, :func:`engine.metrics.p99_error`) of the
+  0.99 quantile of the absolute error, :func:`zssd_engine.metrics.p99_error`) of the
   *ensemble mean* against the reference, averaged over cases; ``seconds_per_sample``
   is the wall time of one case divided by the members (BCSD: the adjustment only —
   the per-case training time is reported at the top level as ``bcsd_train_seconds``).
@@ -43,8 +43,7 @@ from .demo_world import HELDOUT_YEARS, DemoWorld
 from .gcm import PSEUDO_GCMS, REAL_FILES
 from .grids import PAIRED_TASKS, Region
 from .methods import CLASSICAL, get_method, method_names
-from .case_scores import add_probabilistic, cyclone_scores, cyclone_summary, summarise
-from .probabilistic import reliability_index
+from .case_scores import ScoreBook
 from .real_sources import PAIRED_REAL, REAL_SOURCES, era5_week
 from .variables import VARIABLES
 
@@ -173,6 +172,70 @@ def machine_info() -> str:
             f"torch {torch.__version__} on {dev}, python {platform.python_version()}")
 
 
+def _inputs(task: str, cases: int, seed: int, size_px: int, world: DemoWorld,
+            gcm_files: Sequence[str] | None, reference_files: Sequence[str] | None,
+            user_cases: Sequence[tuple[str, str, Region]] | None) -> tuple:
+    """The source, its files (a user's own), the cases, whether the truth is real, the user's reference."""
+    if gcm_files is None:
+        source = parse_task(task)
+        real = source in PAIRED_REAL
+        case_list = real_evaluation_cases(cases) if real else evaluation_cases(cases, seed, size_px, world)
+        return source, None, case_list, real, False, None
+    from pathlib import Path
+
+    from .gcm import open_files
+    from .user_files import user_source_name
+
+    if not reference_files or not user_cases:
+        raise ValueError("an evaluation of your own files needs --reference-file and cases (--times/--regions)")
+    source = user_source_name(gcm_files)
+    case_list = [EvalCase(n, pd.Timestamp(t), r) for n, t, r in user_cases]
+    return (source, {source: [Path(f) for f in gcm_files]}, case_list, True, True,
+            open_files([Path(f) for f in reference_files]))
+
+
+def _not_trainable(methods: list[str], real: bool, user: bool) -> tuple[list[str], dict[str, str]]:
+    """Drop the paired-training baselines (BCSD) where there are no training years; say why."""
+    unavailable: dict[str, str] = {}
+    for tm in (method_names(kind=CLASSICAL, paired_training=True) if real else ()):
+        if tm in methods:
+            methods = [m for m in methods if m != tm]
+            unavailable[tm] = (f"{get_method(tm).label} needs years of input/reference pairs per calendar month to "
+                               "train its quantile maps; " + ("your files are scored case by case" if user else
+                                                              "the real ERA5 week has 24 times")
+                               + ", so it is not run (not faked)")
+    return methods, unavailable
+
+
+def _score_definition(real: bool, user: bool) -> str:
+    return ("cos-lat weighted MAE/RMSE/P99 (0.99 area quantile of |error|) of the ensemble mean "
+            + ("vs the reference at its own points (the 0.25° output taken at exactly those points "
+               "when they lie on the 0.25° lattice, else interpolated bilinearly to them)" if user else
+               "vs real ERA5 at its 1° points (the 0.25° output taken at exactly those points)"
+               if real else "vs the demo-world reference") + ", mean over cases")
+
+
+def _header(task, source, case_list, real, user, reference_files, steps, members, seed, scales, size_px, prior,
+            checkpoint, results, seconds) -> dict[str, Any]:
+    """The result's settings, provenance and scores, in the order the JSON files have always had."""
+    from . import pipeline as P
+
+    return {
+        "task": task, "cases": len(case_list), "results": results, "source_id": source,
+        "steps": steps, "members": members, "seed": seed, "guidance_scale": scales, "region_px": size_px,
+        "checkpoint": (None if prior is None else {"path": str(checkpoint or P.DEFAULT_CHECKPOINT),
+                                                   "sha256": P.prior_sha256(prior)}),
+        "case_list": [f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}" for c in case_list],
+        "heldout_years": list(HELDOUT_YEARS),
+        "reference": (f"your reference file(s) {', '.join(map(str, reference_files))}" if user else
+                      REAL_SOURCES[source].description if real else "demo world (synthetic), held-out years"),
+        "score_definition": _score_definition(real, user),
+        "machine": machine_info(),
+        "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "seconds_total": round(seconds, 2),
+    }
+
+
 def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, members: int = 1,
              seed: int = 0, checkpoint: str | None = None, guidance_scales: dict[str, float] | None = None,
              size_px: int = 128, prior=None, world_seed: int = 0,
@@ -183,61 +246,29 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
 
     ``progress(message)`` is called once per (case, method).  A user's own paired evaluation:
     ``gcm_files`` (the input), ``reference_files`` (the truth; scored at its own points, see
-    :func:`engine.user_files.user_reference`) and ``user_cases`` ``(name, time, region)``; ``task``
+    :func:`zssd_engine.user_files.user_reference`) and ``user_cases`` ``(name, time, region)``; ``task``
     is then only a label.
     """
     from . import pipeline as P
-    from .metrics import score
     from .samplers.respacing import check_steps
+    from .user_files import user_reference
 
-    user = gcm_files is not None
-    if user:
-        from pathlib import Path
-
-        from .gcm import open_files
-        from .user_files import user_reference, user_source_name
-
-        if not reference_files or not user_cases:
-            raise ValueError("an evaluation of your own files needs --reference-file and cases (--times/--regions)")
-        source = user_source_name(gcm_files)
-        files = {source: [Path(f) for f in gcm_files]}
-        ref_all = open_files([Path(f) for f in reference_files])
-    else:
-        source = parse_task(task)
-        files = None
     methods = list(methods)
     for m in methods:
         P.check_method(m)
     check_steps(steps)
     if members < 1:
         raise ValueError(f"--members must be at least 1, got {members}")
-    needs_prior = any(m in P.DIFFUSION_METHODS for m in methods)
-    if needs_prior and prior is None:
-        prior = P.load_prior(checkpoint)
     world = P.get_world(world_seed)
-    real = source in PAIRED_REAL or user
-    if user:
-        case_list = [EvalCase(n, pd.Timestamp(t), r) for n, t, r in user_cases]
-    else:
-        case_list = real_evaluation_cases(cases) if real else evaluation_cases(cases, seed, size_px, world)
-    unavailable: dict[str, str] = {}
-    trained_baselines = method_names(kind=CLASSICAL, paired_training=True)  # BCSD: trained per case on paired years
-    for tm in (trained_baselines if real else ()):
-        if tm in methods:
-            methods = [m for m in methods if m != tm]
-            unavailable[tm] = (f"{get_method(tm).label} needs years of input/reference pairs per calendar month to "
-                               "train its quantile maps; " + ("your files are scored case by case" if user else
-                                                              "the real ERA5 week has 24 times")
-                               + ", so it is not run (not faked)")
-    ens_sizes = sorted({k for k in (1, 4, 8) if k < members} | {members})
-    scales = {}
-    for m in P.GUIDED_METHODS:
-        if m in methods:
-            scales[m] = float((guidance_scales or {}).get(m, P.guidance_default(m, steps)))
-    per: dict[str, dict[str, dict[str, list[float]]]] = {}
-    by_members: dict[int, dict[str, dict[str, dict[str, list[float]]]]] = {}
-    rank: dict[str, dict[str, np.ndarray]] = {}
-    cyclones: dict[str, dict[str, dict]] = {}
+    source, files, case_list, real, user, ref_all = _inputs(task, cases, seed, size_px, world, gcm_files,
+                                                            reference_files, user_cases)
+    methods, unavailable = _not_trainable(methods, real, user)
+    if prior is None and any(m in P.DIFFUSION_METHODS for m in methods):
+        prior = P.load_prior(checkpoint)
+    scales = {m: float((guidance_scales or {}).get(m, P.guidance_default(m, steps)))
+              for m in P.GUIDED_METHODS if m in methods}
+    book = ScoreBook(members, P.DIFFUSION_METHODS)
+    trained = method_names(kind=CLASSICAL, paired_training=True)  # BCSD: trained per case on paired years
     bcsd_train: list[float] = []
     outputs: dict[str, Any] = {}
     t_all = _time.perf_counter()
@@ -246,14 +277,12 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
         if user:  # the user's truth, at its own points
             case.reference = user_reference(ref_all, ec.time, case.fine, tolerance=time_tolerance)
             case.paired = True
-        ref = case.reference
         if keep_case == ci:
-            outputs["reference"] = ref
-            outputs["case"] = case
+            outputs.update(reference=case.reference, case=case)
         for m in methods:
             if progress is not None:
                 progress(f"case {ci + 1}/{len(case_list)} {ec.name} {ec.time:%Y-%m-%dT%H} {m}")
-            if m in trained_baselines:  # its training time is reported apart (bcsd_train_seconds)
+            if m in trained:  # its training time is reported apart (bcsd_train_seconds)
                 t0 = _time.perf_counter()
                 P._train_bcsd(case)
                 bcsd_train.append(_time.perf_counter() - t0)
@@ -261,76 +290,19 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
             ds = P.run_method(case, m, prior=prior, steps=steps, members=members, seed=seed + ci,
                               guidance_scale=scales.get(m))
             secs = (_time.perf_counter() - t0) / (members if m in P.DIFFUSION_METHODS else 1)
-            vs = [v for v in VARIABLES if v in ds.data_vars and v in ref.data_vars]
-            sc = score(ds[vs], ref[vs])
-            for v, s in sc.items():
-                d = per.setdefault(v, {}).setdefault(m, {"mae": [], "rmse": [], "p99": [], "seconds_per_sample": []})
-                d["mae"].append(float(s.mae))
-                d["rmse"].append(float(s.rmse))
-                d["p99"].append(float(s.p99))
-                d["seconds_per_sample"].append(secs)
-            for v in vs:  # the ensemble as an ensemble (a baseline's one member: CRPS = MAE)
-                add_probabilistic(per[v][m], rank.setdefault(v, {}), m, ds[f"{v}_members"].isel(time=0), ref[v])
-            if ec.cyclone and "msl" in vs:
-                cyclones.setdefault(ec.name, {})[m] = cyclone_scores(ds, ref, ec.region.centre)
-            if m in P.DIFFUSION_METHODS and members > 1:
-                for k in ens_sizes:
-                    mean_k = ds[[f"{v}_members" for v in vs]].isel(member=slice(0, k)).mean("member")
-                    sck = score(mean_k.rename({f"{v}_members": v for v in vs}), ref[vs])
-                    for v, s in sck.items():
-                        dk = by_members.setdefault(k, {}).setdefault(v, {}).setdefault(m, {"mae": [], "rmse": [],
-                                                                                            "p99": []})
-                        dk["mae"].append(float(s.mae))
-                        dk["rmse"].append(float(s.rmse))
-                        dk["p99"].append(float(s.p99))
+            book.add(m, ds, case.reference, secs, ec.name if ec.cyclone else None, ec.region.centre)
             if keep_case == ci:
                 outputs[m] = ds
-    results = {v: {m: summarise(d, members if m in P.DIFFUSION_METHODS else 1) for m, d in dm.items()}
-               for v, dm in per.items()}
-    out: dict[str, Any] = {
-        "task": task,
-        "cases": len(case_list),
-        "results": results,
-        "source_id": source,
-        "steps": steps,
-        "members": members,
-        "seed": seed,
-        "guidance_scale": scales,
-        "region_px": size_px,
-        "checkpoint": (None if prior is None else {"path": str(checkpoint or P.DEFAULT_CHECKPOINT),
-                                                   "sha256": P.prior_sha256(prior)}),
-        "case_list": [f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}" for c in case_list],
-        "heldout_years": list(HELDOUT_YEARS),
-        "reference": (f"your reference file(s) {', '.join(map(str, reference_files))}" if user else
-                      REAL_SOURCES[source].description if real else "demo world (synthetic), held-out years"),
-        "score_definition": ("cos-lat weighted MAE/RMSE/P99 (0.99 area quantile of |error|) of the ensemble mean "
-                             + ("vs the reference at its own points (the 0.25° output taken at exactly those points "
-                                "when they lie on the 0.25° lattice, else interpolated bilinearly to them)" if user else
-                                "vs real ERA5 at its 1° points (the 0.25° output taken at exactly those points)"
-                                if real else "vs the demo-world reference") + ", mean over cases"),
-        "machine": machine_info(),
-        "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "seconds_total": round(_time.perf_counter() - t_all, 2),
-    }
+    report = book.report()
+    out = _header(task, source, case_list, real, user, reference_files, steps, members, seed, scales, size_px,
+                  prior, checkpoint, report.pop("results"), _time.perf_counter() - t_all)
     if real and not user:
         out["tuning_times_excluded"] = [str(pd.Timestamp(t)) for i, t in enumerate(era5_week()["time"].values)
                                         if i in REAL_TUNING_TIMES]
         out["credit"] = REAL_SOURCES[source].credit
     if unavailable:
         out["unavailable"] = unavailable
-    if rank:
-        out["rank_hist"] = {v: {m: {"counts": c.tolist(), "reliability_index": reliability_index(c)}
-                                for m, c in dm.items()} for v, dm in rank.items()}
-    if cyclones:
-        out["cyclones"] = {"cases": cyclones, "summary": cyclone_summary(cyclones),
-                           "definition": "centre = lowest msl within 600 km (reference: of the region centre; "
-                                         "prediction: of the reference centre), at the reference's points; "
-                                         "detected = closed low (ring depth >= 2 hPa) within 300 km; hit = closed "
-                                         "low within 2 deg and 8 hPa of the reference's central pressure"}
-    if by_members:
-        out["results_by_members"] = {str(k): {v: {m: {q: float(np.mean(x)) for q, x in d.items()}
-                                                  for m, d in dm.items()} for v, dm in bv.items()}
-                                     for k, bv in sorted(by_members.items())}
+    out.update(report)
     if bcsd_train:
         out["bcsd_train_seconds"] = round(float(np.mean(bcsd_train)), 2)
     if keep_case is not None:

@@ -16,11 +16,11 @@ The paired tasks ``x6``, ``x10``, ``x20`` are the reference conservatively
 averaged to 1.5°, 2.5° and 5° without any other change (perfect-model tests).
 
 ``MPI-ESM-LR`` is the real CMIP5 file shipped in ``assets/gcm`` (monthly means
-of 2005: tas, uas, vas; no psl), read unchanged by :mod:`engine.readers`.
+of 2005: tas, uas, vas; no psl), read unchanged by :mod:`zssd_engine.readers`.
 
 The real-weather sources ``ERA5-x20``, ``ERA5-x10`` (paired: the real ERA5 week
 averaged to 5°/2.5°), ``NCEP-storm-1996`` and ``GFS-2.5deg`` (unpaired) are defined
-in :mod:`engine.real_sources`.
+in :mod:`zssd_engine.real_sources`.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def gcm_field(source_id: str, time, region: Region, world: DemoWorld | None = No
     """The GCM field ``Y`` on its native cells covering ``region`` (+ ``margin_cells``), as an xr.Dataset.
 
     ``files`` maps extra source ids (a user's or the server's configured files: NetCDF, GRIB or
-    Zarr, :func:`engine.user_files.open_gcm_files`) to their paths; ``time_tolerance`` bounds the
+    Zarr, :func:`zssd_engine.user_files.open_gcm_files`) to their paths; ``time_tolerance`` bounds the
     distance to the nearest time step of such files (default half their median step).
     """
     ts = to_timestamp(time)

@@ -1,7 +1,7 @@
 """GRIB input through cfgrib/ecCodes (ERA5 from the CDS, IFS/TIGGE, GFS), onto a rectilinear grid.
 
 :func:`open_grib` returns the same layout as every other reader
-(:mod:`engine.readers`): our variable names ``t2m, msl, u10, v10`` (plus the
+(:mod:`zssd_engine.readers`): our variable names ``t2m, msl, u10, v10`` (plus the
 statics ``orog`` in m and ``lsm`` as a fraction when asked for), coordinates
 ``lat``/``lon`` (and ``time`` = the *valid* time), canonical units, values
 range-checked.
@@ -16,7 +16,7 @@ Grids
   longitude, onto ``4N`` regular longitudes — the equatorial row's own spacing,
   so no row is coarsened.
 * anything else (rotated, Lambert, polar stereographic, spherical harmonics…)
-  is refused with a :class:`~engine.errors.DataError` naming the grid type.
+  is refused with a :class:`~zssd_engine.errors.DataError` naming the grid type.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import xarray as xr
@@ -120,11 +119,34 @@ def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
         Unreadable file, no usable variable, an unsupported grid type, several
         levels or steps of one variable, unsupported units or out-of-range values.
     """
-    from .readers import check_range, standardize_units
-
     p = Path(path)
     if not p.exists():
         raise data_error("GRIB file not found", file=p)
+    parts = _open_parts(p)
+    found, valid = _collect_fields(parts, p, statics)
+    if not found:
+        raise data_error("no usable GRIB field (2t, msl/prmsl, 10u, 10v)", file=p)
+    if len(valid) > 1:
+        raise data_error(f"fields with different valid times {sorted(map(str, valid))}; pass one time", file=p)
+    if "orog_geopotential" in found:
+        z = found.pop("orog_geopotential")
+        found.setdefault("orog", (z / _G).assign_attrs(units="m"))
+    grids = {k: (da.sizes["lat"], da.sizes["lon"]) for k, da in found.items()}
+    if len(set(grids.values())) > 1:
+        raise data_error(f"fields on different grids {grids}", file=p)
+    res = _standardize(found, p)
+    if valid:
+        res = res.expand_dims(time=[next(iter(valid))])
+        for v in ("orog", "lsm"):
+            if v in res:
+                res[v] = res[v].isel(time=0, drop=True)
+    res.attrs = {"source_file": str(p), "grib_centre": str(parts[0].attrs.get("GRIB_centre", "")),
+                 "grid_type": _grid_type(next(iter(found.values())))}
+    return res
+
+
+def _open_parts(p: Path) -> list[xr.Dataset]:
+    """cfgrib's datasets of one file (one per hypercube), no index file written."""
     try:
         import cfgrib
     except ImportError as exc:  # pragma: no cover - cfgrib is a dependency
@@ -132,9 +154,13 @@ def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
     try:
         with warnings.catch_warnings():  # cfgrib's own xr.merge FutureWarning
             warnings.simplefilter("ignore", FutureWarning)
-            parts = cfgrib.open_datasets(str(p), backend_kwargs={"indexpath": ""}, cache_geo_coords=True)
+            return cfgrib.open_datasets(str(p), backend_kwargs={"indexpath": ""}, cache_geo_coords=True)
     except Exception as exc:  # noqa: BLE001 - ecCodes raises many types for a bad file
         raise data_error(f"cannot read GRIB file: {type(exc).__name__}: {exc}", file=p) from exc
+
+
+def _collect_fields(parts: list[xr.Dataset], p: Path, statics: bool) -> tuple[dict[str, xr.DataArray], set]:
+    """Our variables found in ``parts`` (on a lat/lon grid, one level and step each) and their valid times."""
     found: dict[str, xr.DataArray] = {}
     valid: set = set()
     for ds in parts:
@@ -159,16 +185,13 @@ def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
             if "valid_time" in da.coords:
                 valid.add(np.datetime64(da["valid_time"].values, "ns"))
             found[ours] = _to_rectilinear(da.load(), short, p)
-    if not found:
-        raise data_error("no usable GRIB field (2t, msl/prmsl, 10u, 10v)", file=p)
-    if len(valid) > 1:
-        raise data_error(f"fields with different valid times {sorted(map(str, valid))}; pass one time", file=p)
-    if "orog_geopotential" in found:
-        z = found.pop("orog_geopotential")
-        found.setdefault("orog", (z / _G).assign_attrs(units="m"))
-    grids = {k: (da.sizes["lat"], da.sizes["lon"]) for k, da in found.items()}
-    if len(set(grids.values())) > 1:
-        raise data_error(f"fields on different grids {grids}", file=p)
+    return found, valid
+
+
+def _standardize(found: dict[str, xr.DataArray], p: Path) -> xr.Dataset:
+    """One dataset in our variable order; weather fields in our units and checked for range."""
+    from .readers import check_range, standardize_units
+
     out = {}
     for v, da in found.items():
         da = da.drop_vars([c for c in da.coords if c not in ("lat", "lon")])
@@ -179,13 +202,4 @@ def open_grib(path: str | os.PathLike, statics: bool = False) -> xr.Dataset:
         da = standardize_units(da, v, file=p)
         check_range(da, v, file=p)
         out[v] = da
-    order = [v for v in ("t2m", "msl", "u10", "v10", "orog", "lsm") if v in out]
-    res = xr.Dataset({v: out[v] for v in order})
-    if valid:
-        res = res.expand_dims(time=[next(iter(valid))])
-        for v in order:
-            if v in ("orog", "lsm"):
-                res[v] = res[v].isel(time=0, drop=True)
-    res.attrs = {"source_file": str(p), "grib_centre": str(parts[0].attrs.get("GRIB_centre", "")),
-                 "grid_type": _grid_type(next(iter(found.values())))}
-    return res
+    return xr.Dataset({v: out[v] for v in ("t2m", "msl", "u10", "v10", "orog", "lsm") if v in out})

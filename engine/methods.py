@@ -2,7 +2,7 @@
 
 Each :class:`Method` says what kind of method it is (classical or zero-shot diffusion), whether
 it takes a guidance scale ζ, whether it needs a paired (GCM, reference) training history, which
-diffusion sampler it runs (:data:`engine.samplers.SAMPLERS`), and its label.  The order of
+diffusion sampler it runs (:data:`zssd_engine.samplers.SAMPLERS`), and its label.  The order of
 :data:`METHODS` is the order methods are listed in messages and tables.
 
 >>> METHODS["zssd-bc"].sampler, METHODS["zssd-bc"].guided, METHODS["zssd-bc"].paired_training
@@ -43,10 +43,10 @@ class Method:
         Needs a historical GCM run paired with the reference to train on (BCSD's quantile maps,
         zssd-bc's bias correction); refused for unpaired sources.
     sampler
-        The :data:`engine.samplers.SAMPLERS` key it runs, and the key of its ζ in the tuned
+        The :data:`zssd_engine.samplers.SAMPLERS` key it runs, and the key of its ζ in the tuned
         table (``None`` for a classical method).
     bias_corrected
-        The GCM field is bias-corrected (:mod:`engine.bias_correction`) before the sampler runs.
+        The GCM field is bias-corrected (:mod:`zssd_engine.bias_correction`) before the sampler runs.
     summary
         One line on what it does.
     """

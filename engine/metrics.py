@@ -1,6 +1,6 @@
 """Verification metrics (WeatherBench2 style): pure functions, xarray in, xarray out.
 
-All spatial averages are weighted by cos φ (:func:`engine.grids.lat_weights`),
+All spatial averages are weighted by cos φ (:func:`zssd_engine.grids.lat_weights`),
 normalised over the cells that are finite in *both* fields (NaNs are
 ignored).  ``dims`` defaults to ``("lat", "lon")``; any other dimension
 (``time``, ``member`` …) is kept, so a score per time step comes back as a

@@ -2,14 +2,14 @@
 
 The data folder ``assets/`` of the repository (static fields, checkpoints, the CMIP5 files,
 Natural Earth coastlines, the real-weather pack) is installed as the package data of
-``engine.assets`` (``[tool.setuptools.package-dir]`` in ``pyproject.toml``), so a wheel puts it
-at ``site-packages/engine/assets`` and no top-level ``assets`` package is installed.
+``zssd_engine.assets`` (``[tool.setuptools.package-dir]`` in ``pyproject.toml``), so a wheel puts it
+at ``site-packages/zssd_engine/assets`` and no top-level ``assets`` package is installed.
 :func:`assets_dir` finds it wherever the engine runs:
 
-* a regular (wheel) install or the editable install: ``importlib.resources.files("engine.assets")``;
-* a repository checkout run without installing (``sys.path`` holds the checkout, as the
-  benchmarks and scripts do): ``engine.assets`` is not importable there, and the folder is the
-  checkout's ``assets/`` next to ``engine/``.
+* a regular (wheel) install or the editable install: ``importlib.resources.files("zssd_engine.assets")``;
+* the folder ``engine/`` imported from a checkout under its folder name, without installing:
+  ``zssd_engine.assets`` is not importable there, and the folder is the checkout's ``assets/`` next
+  to ``engine/``.
 
 Writers of the pack (``scripts/build_assets.py``) write the checkout's ``assets/``, never an
 installed copy.
@@ -24,19 +24,19 @@ from pathlib import Path
 
 __all__ = ["ASSETS", "NATURAL_EARTH_DIR", "assets_dir"]
 
-_PACKAGE = "engine.assets"
+_PACKAGE = "zssd_engine.assets"
 
 
 @lru_cache(maxsize=1)
 def assets_dir() -> Path:
-    """The demo pack's folder on the file system (``engine.assets``' data, or the checkout's ``assets/``).
+    """The demo pack's folder on the file system (``zssd_engine.assets``' data, or the checkout's ``assets/``).
 
     Raises ``FileNotFoundError`` when the package is installed somewhere that is not a folder (a
     zip import): NetCDF, GRIB and Zarr readers need real files.
     """
     try:
         found = importlib.util.find_spec(_PACKAGE) is not None
-    except ModuleNotFoundError:  # pragma: no cover - only if ``engine`` itself cannot be found
+    except ModuleNotFoundError:  # pragma: no cover - only if ``zssd_engine`` itself cannot be found
         found = False
     if not found:
         return Path(__file__).resolve().parents[1] / "assets"

@@ -1,7 +1,7 @@
 """Scores of an ensemble as an ensemble: CRPS, energy score, spread–skill and rank histograms.
 
 xarray in, floats (or small arrays) out; cos φ area weights as everywhere in
-:mod:`engine.metrics`.  The core formulas come from well-kept libraries:
+:mod:`zssd_engine.metrics`.  The core formulas come from well-kept libraries:
 `scoringrules <https://github.com/frazane/scoringrules>`_ (CRPS, energy score)
 and `xskillscore <https://github.com/xarray-contrib/xskillscore>`_ (rank
 histogram); this module only reduces over the map and documents the choices.

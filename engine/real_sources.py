@@ -8,7 +8,7 @@ Sources (files in ``assets/real``, rebuilt by ``scripts/build_assets.py``; credi
   so the 1° points are a subset of the 0.25° output grid: the reference is **ERA5 at the 1°
   points** and every score compares the 0.25° output at exactly those points (no interpolation).
   The coarse input is the cos φ-area average of the 1° points whose 1° cells (±0.5°) overlap
-  each coarse cell, i.e. :func:`engine.operators.conservative` from the 1° point grid.
+  each coarse cell, i.e. :func:`zssd_engine.operators.conservative` from the 1° point grid.
 * ``NCEP-storm-1996`` — the January 1996 North American blizzard analysis shipped with NCL
   (64 six-hourly times 1996-01-05 00Z … 01-20 18Z, 1.25° lat × 2.5° lon, 20–60N, 140–52.5W).
   The files have no metadata; what we infer (and how): sea-level pressure in Pa (values
@@ -261,7 +261,7 @@ def real_cyclone_tracks(min_depth: float = 1500.0, min_wind: float = 17.0, max_a
     """Tropical-cyclone tracks of the ERA5 week.
 
     Per time, closed lows at the 1° points with ring depth ≥ ``min_depth`` Pa (4° ring) and a
-    10 m wind ≥ ``min_wind`` m/s within 4° (:func:`engine.cyclones.detect_cyclones_arrays`);
+    10 m wind ≥ ``min_wind`` m/s within 4° (:func:`zssd_engine.cyclones.detect_cyclones_arrays`);
     centres closer than ``link_km`` at consecutive times form a track; tracks that reach
     |lat| < 25° and last at least three times are kept.
     """
@@ -287,7 +287,7 @@ def real_cyclone_tracks(min_depth: float = 1500.0, min_wind: float = 17.0, max_a
 
 
 def real_cyclones() -> list:
-    """The real cyclones of the ERA5 week, one :class:`~engine.demo_world.CycloneCase` per track at its
+    """The real cyclones of the ERA5 week, one :class:`~zssd_engine.demo_world.CycloneCase` per track at its
     deepest time (32° region around it), deepest first; names start with ``ERA5-TC``."""
     from .demo_world import CycloneCase
 

@@ -1,6 +1,6 @@
 """Static boundary fields of the prior: elevation and land fraction on the ERA5 0.25° grid.
 
-Loaded from the shipped demo pack ``assets/static_0p25.npz`` (:data:`engine.paths.ASSETS`; rebuilt by
+Loaded from the shipped demo pack ``assets/static_0p25.npz`` (:data:`zssd_engine.paths.ASSETS`; rebuilt by
 ``scripts/build_assets.py`` from pvlib's DEM and the GLOBE land mask).
 """
 
@@ -20,7 +20,7 @@ __all__ = ["ASSETS", "Statics", "load_statics"]
 
 @dataclass(frozen=True, eq=False)
 class Statics:
-    """Global static fields on :func:`engine.grids.era5_grid` (lat 90 → −90, lon 0 → 359.75)."""
+    """Global static fields on :func:`zssd_engine.grids.era5_grid` (lat 90 → −90, lon 0 → 359.75)."""
 
     dem: np.ndarray   # m above sea level, ocean = 0, float32 (721, 1440)
     land: np.ndarray  # land fraction 0..1, float32 (721, 1440)

@@ -1,9 +1,9 @@
 """A scientist's own files as a GCM source: CF NetCDF, GRIB or Zarr, CMIP or ERA5 names.
 
 :func:`open_gcm_files` opens one or several files (one per variable, or one with several) and
-returns one dataset in our names and units (:mod:`engine.readers` conventions): CMIP names
+returns one dataset in our names and units (:mod:`zssd_engine.readers` conventions): CMIP names
 ``tas, psl, uas, vas`` and ERA5 names ``t2m/2t, msl, u10/10u, v10/10v`` are both mapped; any
-calendar (cftime); units checked and converted; GRIB through cfgrib (:mod:`engine.grib`).
+calendar (cftime); units checked and converted; GRIB through cfgrib (:mod:`zssd_engine.grib`).
 
 A built-in source is just a named file set: the server's configured files (``ZSSD_GCM_FILES``)
 and ``zssd downscale|evaluate|batch --gcm-file`` go through the same :func:`open_gcm_files`, and
@@ -56,9 +56,9 @@ def user_source_name(paths: Sequence[str | os.PathLike]) -> str:
 def open_gcm_files(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
     """Open a user's files as one GCM dataset (``t2m, msl, u10, v10``, those present).
 
-    CMIP-named NetCDF files go to :func:`engine.readers.open_cmip` together (it joins time chunks
+    CMIP-named NetCDF files go to :func:`zssd_engine.readers.open_cmip` together (it joins time chunks
     and merges variables); ERA5-named NetCDF, Zarr stores and GRIB files to
-    :func:`engine.readers.open_era5`.  All parts must share one lat/lon grid.
+    :func:`zssd_engine.readers.open_era5`.  All parts must share one lat/lon grid.
 
     Raises
     ------
@@ -115,7 +115,7 @@ def open_gcm_files(paths: Sequence[str | os.PathLike]) -> xr.Dataset:
 
 def field_on_region(ds: xr.Dataset, source_id: str, time, region: Region, margin_cells: int = 2,
                     tolerance=None, description: str | None = None) -> xr.Dataset:
-    """One time step of ``ds`` on its cells covering ``region`` (+ margin), as :func:`engine.gcm.gcm_field` returns.
+    """One time step of ``ds`` on its cells covering ``region`` (+ margin), as :func:`zssd_engine.gcm.gcm_field` returns.
 
     ``tolerance``: the largest distance to the nearest time step (``"3h"``; default half the median
     step; monthly files match by month).  The time actually used is in ``attrs["selected_time"]``.

@@ -49,10 +49,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.grids import LatLonGrid, era5_grid  # noqa: E402
-from engine.operators import conservative_matrices  # noqa: E402
+from zssd_engine.grids import LatLonGrid, era5_grid  # noqa: E402
+from zssd_engine.operators import conservative_matrices  # noqa: E402
 
-#: The checkout's data folder (installed as `engine.assets`; engine/paths.py): this script writes the source,
+#: The checkout's data folder (installed as `zssd_engine.assets`; engine/paths.py): this script writes the source,
 #: never an installed copy.
 ASSETS = ROOT / "assets"
 LAND_SCALE = 250  # land fraction stored as uint8 round(frac * 250)

@@ -4,4 +4,4 @@ set -euo pipefail
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec "${PYTHON:-python3}" -m engine.cli serve "$@"
+exec "${PYTHON:-python3}" -m zssd_engine.cli serve "$@"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.paths import ASSETS
-from engine.real_sources import ERA5_WEEK
+from zssd_engine.paths import ASSETS
+from zssd_engine.real_sources import ERA5_WEEK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def tiny():
     """The untrained tiny prior (``Prior.tiny(0)``): fast, deterministic, for plumbing tests."""
-    from engine.prior.model import Prior
+    from zssd_engine.prior.model import Prior
 
     return Prior.tiny(0)
 
@@ -65,6 +65,6 @@ def tiny():
 @pytest.fixture(scope="session")
 def world():
     """The demo world of seed 0."""
-    from engine.demo_world import DemoWorld
+    from zssd_engine.demo_world import DemoWorld
 
     return DemoWorld(0)

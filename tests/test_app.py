@@ -17,7 +17,7 @@ import holoviews as hv  # noqa: E402
 import panel as pn  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from engine.grids import GridError, Region  # noqa: E402
+from zssd_engine.grids import GridError, Region  # noqa: E402
 from zssd_app.config import ServerConfig, load_config, parse_gcm_files  # noqa: E402
 from zssd_app.runner import JobCancelled, RunJob, RunQueue  # noqa: E402
 from zssd_app.cases import snap_region  # noqa: E402
@@ -96,7 +96,7 @@ def test_default_case_is_the_real_era5_cyclone(config):
     table = metrics_table(s, "t2m").set_index("Method")
     bil, lap = (float(table.loc[k].iloc[0]) for k in ("Bilinear", "Bilinear + lapse"))
     # scored at the 1° points: the same figures as the engine's evaluation of this case
-    from engine import metrics
+    from zssd_engine import metrics
 
     ref = s.case.reference["t2m"]
     want = float(metrics.mae(metrics.at_reference_points(s.baselines["lapse"]["t2m"], ref), ref))
@@ -411,7 +411,7 @@ def test_configured_gcm_file_is_offered_and_bad_file_reported(tmp_path):
 def test_serve_command_line():
     import argparse
 
-    from engine.cli import serve as serve_cmd
+    from zssd_engine.cli import serve as serve_cmd
 
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers()
@@ -427,7 +427,7 @@ def test_serve_command_line():
 
 
 def test_engine_never_imports_panel():
-    code = ("import sys, engine.cli.serve, engine.pipeline, engine.cyclones; "
+    code = ("import sys, zssd_engine.cli.serve, zssd_engine.pipeline, zssd_engine.cyclones; "
             "assert 'panel' not in sys.modules and 'bokeh' not in sys.modules, 'panel imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 

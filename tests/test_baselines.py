@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from engine.baselines import BCSD, bilinear_downscale, cunnane_quantiles, quantile_nodes
-from engine.errors import DataError
-from engine.grids import LatLonGrid
-from engine.operators import regrid
+from zssd_engine.baselines import BCSD, bilinear_downscale, cunnane_quantiles, quantile_nodes
+from zssd_engine.errors import DataError
+from zssd_engine.grids import LatLonGrid
+from zssd_engine.operators import regrid
 
 
 def _ds(values: np.ndarray, times, lat, lon, var="t2m", units="K") -> xr.Dataset:

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from engine import batch
-from engine.batch import BatchError, BatchSpec, case_seed, open_store, plan_batch, run_batch, runner
-from engine.batch.store import Store
-from engine.variables import VARIABLES
+from zssd_engine import batch
+from zssd_engine.batch import BatchError, BatchSpec, case_seed, open_store, plan_batch, run_batch, runner
+from zssd_engine.batch.store import Store
+from zssd_engine.variables import VARIABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "20,36,120,136"  # 16x16 deg -> 64x64 cells of 0.25 deg
@@ -67,7 +67,7 @@ class Counter:
 def bil_ref(tmp_path_factory) -> Path:
     """Uninterrupted in-process bilinear run (4 times)."""
     out = tmp_path_factory.mktemp("ref") / "bil.zarr"
-    rep = run_batch(bil(), out, scheduler="inline", progress=False, log=None)
+    rep = run_batch(bil(), out, scheduler="inline", log=None)
     assert rep.computed == 4 and not rep.failed
     return out
 
@@ -76,9 +76,27 @@ def bil_ref(tmp_path_factory) -> Path:
 def zssd_ref(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref") / "zssd.zarr"
     # one torch thread, as on the 2-worker cluster below (and tiny nets run fastest that way)
-    rep = run_batch(zs(), out, scheduler="inline", progress=False, log=None, torch_threads=1)
+    rep = run_batch(zs(), out, scheduler="inline", log=None, torch_threads=1)
     assert rep.computed == 4 and not rep.failed
     return out
+
+
+def test_progress_callback_sees_every_case_and_the_resume(tmp_path):
+    """run_batch reports through its callback: once the pending cases are counted, then after each case."""
+    seen: list[tuple[int, int, int]] = []
+    out = tmp_path / "p.zarr"
+
+    def stop_after_two(res, report):
+        if report.computed == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(bil(), out, scheduler="inline", log=None, on_case_written=stop_after_two,
+                  progress=lambda r: seen.append((r.total, r.skipped, r.computed)))
+    assert seen == [(4, 0, 0), (4, 0, 1)]  # the interrupt comes before the second tick
+    seen.clear()
+    run_batch(bil(), out, scheduler="inline", log=None, progress=lambda r: seen.append((r.total, r.skipped, r.computed)))
+    assert seen == [(4, 2, 0), (4, 2, 1), (4, 2, 2)]
 
 
 # ------------------------------------------------------------------ layout
@@ -108,7 +126,7 @@ def test_store_layout_is_cf_and_chunked_per_time(bil_ref):
 
 
 def test_inline_store_equals_cases_run_one_by_one(bil_ref):
-    from engine import pipeline
+    from zssd_engine import pipeline
 
     ds = open_store(bil_ref)
     for i, t in enumerate(ds.time.values):
@@ -127,26 +145,26 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, bil_ref, monkeypat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_batch(bil(), out, scheduler="inline", progress=False, log=None, on_case_written=stop_after_two)
+        run_batch(bil(), out, scheduler="inline", log=None, on_case_written=stop_after_two)
     ds = open_store(out)
     assert ds.done.values.tolist() == [1, 1, 0, 0]
     assert np.isnan(ds.t2m.isel(time=2).values).all()
     counter = Counter(monkeypatch)
-    rep = run_batch(bil(), out, scheduler="inline", progress=False, log=None)
+    rep = run_batch(bil(), out, scheduler="inline", log=None)
     assert (rep.skipped, rep.computed) == (2, 2) and sorted(counter.calls) == [2, 3]
     xr.testing.assert_identical(_data(out), _data(bil_ref))
 
 
 def test_rerun_skips_done_steps(tmp_path, monkeypatch):
     out = tmp_path / "b.zarr"
-    run_batch(bil(end="2022-08-01T06"), out, scheduler="inline", progress=False, log=None)
+    run_batch(bil(end="2022-08-01T06"), out, scheduler="inline", log=None)
     counter = Counter(monkeypatch)
-    rep = run_batch(bil(end="2022-08-01T06"), out, scheduler="inline", progress=False, log=None)
+    rep = run_batch(bil(end="2022-08-01T06"), out, scheduler="inline", log=None)
     assert (rep.total, rep.skipped, rep.computed) == (2, 2, 0) and counter.calls == []
 
 
 def test_failed_case_stays_pending_and_is_retried(tmp_path, monkeypatch):
-    from engine import pipeline
+    from zssd_engine import pipeline
 
     out = tmp_path / "b.zarr"
     real = pipeline.run_method
@@ -157,17 +175,17 @@ def test_failed_case_stays_pending_and_is_retried(tmp_path, monkeypatch):
         return real(case, method, *a, **k)
 
     monkeypatch.setattr(pipeline, "run_method", flaky)
-    rep = run_batch(bil(), out, scheduler="inline", progress=False, log=None)
+    rep = run_batch(bil(), out, scheduler="inline", log=None)
     assert rep.computed == 3 and list(rep.failed) == ["2022-08-01T06:00:00"]
     assert open_store(out).done.values.tolist() == [1, 0, 1, 1]
     monkeypatch.setattr(pipeline, "run_method", real)
     counter = Counter(monkeypatch)
-    rep = run_batch(bil(), out, scheduler="inline", progress=False, log=None)
+    rep = run_batch(bil(), out, scheduler="inline", log=None)
     assert rep.computed == 1 and counter.calls == [1] and not rep.failed
 
 
 def test_systematic_failure_stops_early(tmp_path, monkeypatch):
-    from engine import pipeline
+    from zssd_engine import pipeline
 
     def broken(*a, **k):
         raise RuntimeError("bug")
@@ -176,7 +194,7 @@ def test_systematic_failure_stops_early(tmp_path, monkeypatch):
     counter = Counter(monkeypatch)
     spec = bil(end="2022-08-02T18")  # 8 steps
     with pytest.raises(BatchError, match="first 3 cases all failed.*bug"):
-        run_batch(spec, tmp_path / "b.zarr", scheduler="inline", progress=False, log=None)
+        run_batch(spec, tmp_path / "b.zarr", scheduler="inline", log=None)
     assert len(counter.calls) == 3 and not open_store(tmp_path / "b.zarr").done.values.any()
 
 
@@ -184,17 +202,17 @@ def test_systematic_failure_stops_early(tmp_path, monkeypatch):
                                     dict(region="20,36,120,140"), dict(gcm="MIROC6")])
 def test_different_arguments_are_refused(tmp_path, change, monkeypatch):
     out = tmp_path / "b.zarr"
-    run_batch(bil(end="2022-08-01T00"), out, scheduler="inline", progress=False, log=None)
+    run_batch(bil(end="2022-08-01T00"), out, scheduler="inline", log=None)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     counter = Counter(monkeypatch)
     with pytest.raises(BatchError, match="different parameters"):
-        run_batch(bil(**{"end": "2022-08-01T00", **change}), out, scheduler="inline", progress=False, log=None)
+        run_batch(bil(**{"end": "2022-08-01T00", **change}), out, scheduler="inline", log=None)
     assert counter.calls == [] and sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_second_writer_is_locked_out(tmp_path):
     out = tmp_path / "b.zarr"
-    run_batch(bil(end="2022-08-01T00"), out, scheduler="inline", progress=False, log=None)
+    run_batch(bil(end="2022-08-01T00"), out, scheduler="inline", log=None)
     plan = plan_batch(bil(end="2022-08-01T00"), out)
     st = Store(plan)
     try:
@@ -230,7 +248,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path, name, monkeypatch):
     counter = Counter(monkeypatch)
     monkeypatch.setattr(runner, "start_client", lambda *a, **k: pytest.fail("a cluster was started"))
     with pytest.raises(ValueError, match=msg):
-        run_batch(bil(**change), out, progress=False, log=None)
+        run_batch(bil(**change), out, log=None)
     assert counter.calls == [] and not out.exists() and not (tmp_path / "sub").exists()
 
 
@@ -246,7 +264,7 @@ def test_unwritable_output_fails_before_any_work(tmp_path, where, monkeypatch):
         out = Path("/proc") / f"zssd-test-{os.getpid()}" / "b.zarr"
     monkeypatch.setattr(runner, "start_client", lambda *a, **k: pytest.fail("a cluster was started"))
     with pytest.raises(BatchError, match="not a directory|not writable"):
-        run_batch(bil(), out, progress=False, log=None)
+        run_batch(bil(), out, log=None)
     assert not out.exists()
 
 
@@ -255,16 +273,16 @@ def test_out_that_is_not_a_batch_store_is_refused(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(BatchError, match="not a Zarr store written by zssd batch"):
-        run_batch(bil(), out, scheduler="inline", progress=False, log=None)
+        run_batch(bil(), out, scheduler="inline", log=None)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
 @pytest.fixture
 def main(monkeypatch):
     """``zssd`` entry point with only the batch sub-command wired (independent of the other modules)."""
-    from engine import cli
+    from zssd_engine import cli
 
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"batch": "engine.cli.batch"})
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"batch": "zssd_engine.cli.batch"})
     return cli.main
 
 
@@ -311,7 +329,7 @@ def one_torch_thread():
 
 
 def test_zssd_tiny_inline_store_equals_direct_runs(zssd_ref, one_torch_thread):
-    from engine import pipeline
+    from zssd_engine import pipeline
 
     ds = open_store(zssd_ref)
     assert ds.sizes["member"] == 2 and ds.done.values.all()
@@ -335,25 +353,25 @@ def test_zssd_tiny_inline_store_equals_direct_runs(zssd_ref, one_torch_thread):
 def test_checkpoint_file_provenance_and_changed_checkpoint_refused(tmp_path):
     import json
 
-    from engine.prior.model import Prior
+    from zssd_engine.prior.model import Prior
 
     ck = tmp_path / "ck" / "prior.safetensors"
     card = Prior.tiny(1).save(ck)
     spec = zs(end="2022-08-01T00", members=1, steps=2, checkpoint=str(ck))
     out = tmp_path / "z.zarr"
-    rep = run_batch(spec, out, scheduler="inline", progress=False, log=None)
+    rep = run_batch(spec, out, scheduler="inline", log=None)
     assert rep.computed == 1
     a = open_store(out).attrs
     assert a["checkpoint_sha256"] == json.loads(card.read_text())["weights"]["sha256"]
     assert a["checkpoint_kind"] == "file" and a["checkpoint"] == str(ck.resolve())
     Prior.tiny(2).save(ck)  # same path, different weights
     with pytest.raises(BatchError, match="checkpoint_sha256"):
-        run_batch(spec, out, scheduler="inline", progress=False, log=None)
+        run_batch(spec, out, scheduler="inline", log=None)
 
 
 def test_env_zssd_prior_selects_the_tiny_prior(tmp_path, monkeypatch):
     monkeypatch.setenv("ZSSD_PRIOR", "tiny")
-    from engine.pipeline import guidance_default
+    from zssd_engine.pipeline import guidance_default
 
     plan = plan_batch(zs(checkpoint=None), tmp_path / "z.zarr")
     assert plan.prior.kind == "tiny" and plan.prior.sha256 == "tiny-0"
@@ -380,7 +398,7 @@ def test_local_cluster_equals_in_process(tmp_path, client, kind, request):
     ref = request.getfixturevalue("bil_ref" if kind == "bilinear" else "zssd_ref")
     spec = bil() if kind == "bilinear" else zs()
     out = tmp_path / "c.zarr"
-    rep = run_batch(spec, out, client=client, progress=False, log=None)
+    rep = run_batch(spec, out, client=client, log=None)
     assert rep.computed == 4 and rep.workers == 2 and rep.dashboard
     a, b = _data(out), _data(ref)
     if kind == "bilinear":
@@ -390,7 +408,7 @@ def test_local_cluster_equals_in_process(tmp_path, client, kind, request):
         loads = client.run(batch.prior_loads)
         assert all(len(v) <= 1 for v in loads.values()), loads  # the model is loaded once per worker
         # the plugin shares the host's cores among its 2 one-thread workers
-        from engine.batch.cluster import host_cores
+        from zssd_engine.batch.cluster import host_cores
 
         threads = client.run(batch._torch_threads)
         assert set(threads.values()) == {max(1, host_cores() // 2)}, threads
@@ -413,11 +431,11 @@ def test_killed_worker_then_resume_equals_uninterrupted(tmp_path, client, zssd_r
         os.kill(pid, signal.SIGKILL)
         killed.append((addr, busy[addr]))
 
-    rep = run_batch(zs(), out, client=client, progress=False, log=None, on_case_written=kill_busy_worker)
+    rep = run_batch(zs(), out, client=client, log=None, on_case_written=kill_busy_worker)
     assert killed and killed[0][1], "no worker was killed while holding a case"
     # a case lost with the worker is re-run by Dask (or, after too many losses, left pending);
     # a second run completes the store without duplicating anything
-    rep2 = run_batch(zs(), out, client=client, progress=False, log=None)
+    rep2 = run_batch(zs(), out, client=client, log=None)
     assert rep.computed + rep2.computed == 4 and rep2.skipped == rep.computed
     xr.testing.assert_allclose(_data(out), _data(zssd_ref), rtol=1e-5, atol=1e-4)
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the killed worker
@@ -430,7 +448,7 @@ def test_ctrl_c_of_the_cli_then_resume(tmp_path, bil_ref):
 
     out = tmp_path / "s.zarr"
     # the real entry point, wired with the batch sub-command only (independent of the other modules)
-    boot = ("import sys; from engine import cli; cli.SUBCOMMANDS = {'batch': 'engine.cli.batch'}; "
+    boot = ("import sys; from zssd_engine import cli; cli.SUBCOMMANDS = {'batch': 'zssd_engine.cli.batch'}; "
             "sys.exit(cli.main(sys.argv[1:]))")
     cmd = [sys.executable, "-c", boot, "batch", "--gcm", GCM, "--start", "2022-08-01T00", "--end",
            "2022-08-03T18", "--region", REGION, "--method", "bilinear", "--out", str(out), "--workers", "2",

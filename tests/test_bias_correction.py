@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from engine import pipeline as P
-from engine.bias_correction import bias_corrected_case, train_bias_correction, unified_field
-from engine.errors import DataError
+from zssd_engine import pipeline as P
+from zssd_engine.bias_correction import bias_corrected_case, train_bias_correction, unified_field
+from zssd_engine.errors import DataError
 
 REGION = "20,36,-100,-84"  # 64x64 at 0.25°: a small box keeps the training quick
 TIME = "2022-08-10T12:00"
@@ -21,8 +21,8 @@ def biased_case():
 
 def test_corrected_training_field_matches_the_reference_quantiles(biased_case):
     """On the training period, QM(A5 hist) has the quantiles of A5 ref per cell (hist does not)."""
-    from engine.gcm import gcm_field
-    from engine.pipeline import bcsd_training_times, get_world
+    from zssd_engine.gcm import gcm_field
+    from zssd_engine.pipeline import bcsd_training_times, get_world
 
     case = biased_case
     model = train_bias_correction(case)
@@ -30,9 +30,9 @@ def test_corrected_training_field_matches_the_reference_quantiles(biased_case):
     times = bcsd_training_times(case.time.month, case.time.hour)
     hist = xr.concat([unified_field(gcm_field(case.source_id, t, case.region, world), case.fine) for t in times],
                      dim="time")
-    from engine.bias_correction import _unified_cells
-    from engine.gcm import fine_region_for
-    from engine.grids import era5_grid
+    from zssd_engine.bias_correction import _unified_cells
+    from zssd_engine.gcm import fine_region_for
+    from zssd_engine.grids import era5_grid
 
     cover = era5_grid().select(fine_region_for(_unified_cells(case.fine), pad_deg=0.25))[0]
     ref = xr.concat([unified_field(world.dataset(t, cover).isel(time=0), case.fine) for t in times], dim="time")

@@ -8,16 +8,16 @@ import os
 import pytest
 import xarray as xr
 
-from engine import pipeline as P
-from engine.cli import main
-from engine.variables import VARIABLES
+from zssd_engine import pipeline as P
+from zssd_engine.cli import main
+from zssd_engine.variables import VARIABLES
 
 from conftest import DEMO_REGION as REGION, DEMO_TIME as TIME
 
 
 def test_every_subcommand_is_wired(capsys):
     """``zssd NAME --help`` answers for every sub-command (and only those); ``zssd`` alone is a usage error."""
-    from engine.cli import SUBCOMMANDS
+    from zssd_engine.cli import SUBCOMMANDS
 
     assert set(SUBCOMMANDS) == {"cases", "downscale", "evaluate", "train", "batch", "serve"}
     for name in SUBCOMMANDS:
@@ -38,15 +38,15 @@ def test_argument_parsing_lives_in_engine_cli_only():
     import importlib
     from pathlib import Path
 
-    import engine
-    from engine.cli import SUBCOMMANDS
+    import zssd_engine
+    from zssd_engine.cli import SUBCOMMANDS
 
-    root = Path(engine.__file__).parent
+    root = Path(zssd_engine.__file__).parent
     for name, mod in SUBCOMMANDS.items():
         m = importlib.import_module(mod)
         assert Path(m.__file__).parent == root / "cli", name
         assert callable(m.add_parser) and callable(m.run), name
-    for name in ("engine.pipeline", "engine.evaluate", "engine.batch", "engine.prior.train", "engine.readers"):
+    for name in ("zssd_engine.pipeline", "zssd_engine.evaluate", "zssd_engine.batch", "zssd_engine.prior.train", "zssd_engine.readers"):
         m = importlib.import_module(name)
         assert not hasattr(m, "add_parser") and not hasattr(m, "run"), name
     pure = [root / "evaluate.py", root / "prior" / "train.py", *sorted((root / "pipeline").glob("*.py")),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from engine.cyclones import detect_cyclones, detect_cyclones_arrays
+from zssd_engine.cyclones import detect_cyclones, detect_cyclones_arrays
 
 
 def _field(centres, res=1.5, lat0=0.0, lat1=40.0, lon0=100.0, lon1=160.0):
@@ -67,8 +67,8 @@ def test_dataset_interface_and_missing_msl():
 
 
 def test_finds_demo_cyclone_in_paired_task():
-    from engine.demo_world import DemoWorld
-    from engine.gcm import gcm_field
+    from zssd_engine.demo_world import DemoWorld
+    from zssd_engine.gcm import gcm_field
 
     w = DemoWorld(0)
     case = max(w.catalog(), key=lambda c: c.peak_wind)

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.data_stream import TrainingStream
-from engine.demo_world import HELDOUT_YEARS, LAPSE_RATE, DemoWorld, check_training_time
-from engine.gcm import PSEUDO_GCMS, gcm_field
-from engine.grids import Region, era5_grid, gcm_grid
+from zssd_engine.data_stream import TrainingStream
+from zssd_engine.demo_world import HELDOUT_YEARS, LAPSE_RATE, DemoWorld, check_training_time
+from zssd_engine.gcm import PSEUDO_GCMS, gcm_field
+from zssd_engine.grids import Region, era5_grid, gcm_grid
 
 
 def test_deterministic_per_seed_and_region_independent(world):
@@ -146,8 +146,8 @@ def test_pseudo_gcm_degradations_and_pairing(world):
 
 def test_continentality_follows_the_land_not_the_object_id():
     """The cache is keyed by content: two Statics with different land never share a field."""
-    from engine.demo_world.world import _continentality
-    from engine.statics import Statics
+    from zssd_engine.demo_world.world import _continentality
+    from zssd_engine.statics import Statics
 
     base = DemoWorld(0).statics
     a = _continentality(base)
@@ -180,8 +180,8 @@ def test_continentality_cache_survives_reused_ids(monkeypatch):
 
     from scipy.ndimage import gaussian_filter
 
-    import engine.demo_world.world as dw
-    from engine.statics import Statics
+    import zssd_engine.demo_world.world as dw
+    from zssd_engine.statics import Statics
 
     monkeypatch.setattr(dw, "_CONT_CACHE", {})
     rng = np.random.default_rng(0)

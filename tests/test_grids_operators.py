@@ -1,4 +1,4 @@
-"""Grids, regions and the separable regridding operators (engine.grids, engine.operators)."""
+"""Grids, regions and the separable regridding operators (zssd_engine.grids, zssd_engine.operators)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import xarray as xr
 
-from engine.grids import (
+from zssd_engine.grids import (
     GridError,
     LatLonGrid,
     Region,
@@ -19,7 +19,7 @@ from engine.grids import (
     unified_grid,
     wrap_lon,
 )
-from engine.operators import (
+from zssd_engine.operators import (
     bilinear,
     conservative,
     conservative_matrices,

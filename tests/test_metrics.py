@@ -1,4 +1,4 @@
-"""Latitude-weighted scores and spectra (engine.metrics) on hand-made cases."""
+"""Latitude-weighted scores and spectra (zssd_engine.metrics) on hand-made cases."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from engine.errors import DataError
-from engine.metrics import (
+from zssd_engine.errors import DataError
+from zssd_engine.metrics import (
     EARTH_RADIUS_KM,
     Scores,
     bias,

@@ -1,4 +1,4 @@
-"""Packaging: what the wheel installs (``engine``, ``zssd_app``; the demo pack as ``engine.assets``) and
+"""Packaging: what the wheel installs (``engine``, ``zssd_app``; the demo pack as ``zssd_engine.assets``) and
 that an installed wheel works outside the repository (``zssd cases``, the data, ``zssd serve``)."""
 
 from __future__ import annotations
@@ -34,29 +34,31 @@ def _pack_files() -> set[str]:
 
 
 def test_the_package_list_names_every_package_folder():
-    """``packages`` is explicit (``engine.assets`` lives outside ``engine/``): it must name every folder
-    of ``engine/`` and ``zssd_app/`` that holds an ``__init__.py``, and nothing else but ``engine.assets``."""
+    """``packages`` is explicit (the folder ``engine/`` installs as ``zssd_engine``, ``assets/`` as
+    ``zssd_engine.assets``): it must name every folder of ``engine/`` and ``zssd_app/`` that holds an
+    ``__init__.py``, and nothing else but ``zssd_engine.assets``."""
     found = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
              for top in ("engine", "zssd_app") for p in (ROOT / top).rglob("__init__.py")}
-    assert set(SETUPTOOLS["packages"]) == found | {"engine.assets"}
-    assert SETUPTOOLS["package-dir"] == {"engine.assets": "assets"}
+    found = {("zssd_engine" + f[len("engine"):]) if f == "engine" or f.startswith("engine.") else f for f in found}
+    assert set(SETUPTOOLS["packages"]) == found | {"zssd_engine.assets"}
+    assert SETUPTOOLS["package-dir"] == {"zssd_engine": "engine", "zssd_engine.assets": "assets"}
 
 
 def test_package_data_patterns_cover_the_whole_pack():
-    """Each file of ``assets/`` matches a package-data pattern of ``engine.assets`` (else the wheel
+    """Each file of ``assets/`` matches a package-data pattern of ``zssd_engine.assets`` (else the wheel
     would lack it); the slow test below checks the built wheel itself."""
     root = ROOT / "assets"
-    matched = {p.relative_to(root).as_posix() for pat in SETUPTOOLS["package-data"]["engine.assets"]
+    matched = {p.relative_to(root).as_posix() for pat in SETUPTOOLS["package-data"]["zssd_engine.assets"]
                for p in root.glob(pat) if p.is_file()}
     assert _pack_files() - {"__init__.py"} <= matched, sorted(_pack_files() - matched)
 
 
 def test_readers_find_the_pack_through_engine_paths():
-    from engine.gcm import REAL_FILES
-    from engine.paths import ASSETS, NATURAL_EARTH_DIR, assets_dir
-    from engine.pipeline import DEFAULT_CHECKPOINT
-    from engine.readers import assets_gcm_dir
-    from engine.real_sources import REAL_DIR
+    from zssd_engine.gcm import REAL_FILES
+    from zssd_engine.paths import ASSETS, NATURAL_EARTH_DIR, assets_dir
+    from zssd_engine.pipeline import DEFAULT_CHECKPOINT
+    from zssd_engine.readers import assets_gcm_dir
+    from zssd_engine.real_sources import REAL_DIR
 
     assert ASSETS == assets_dir() and (ASSETS / "static_0p25.npz").is_file()
     for p in (DEFAULT_CHECKPOINT, REAL_DIR, assets_gcm_dir(), NATURAL_EARTH_DIR, *REAL_FILES["MPI-ESM-LR"]):
@@ -108,13 +110,13 @@ def _env() -> dict[str, str]:
 def test_wheel_holds_the_packages_and_the_whole_pack_and_nothing_else(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     dist_info = [n for n in names if ".dist-info/" in n]
-    assert {n.split("/")[0] for n in names if n not in dist_info} == {"engine", "zssd_app"}
+    assert {n.split("/")[0] for n in names if n not in dist_info} == {"zssd_engine", "zssd_app"}
     top = zipfile.ZipFile(wheel).read(next(n for n in dist_info if n.endswith("top_level.txt"))).decode()
-    assert top.split() == ["engine", "zssd_app"]
+    assert top.split() == ["zssd_app", "zssd_engine"]
     assert not [n for n in names if n.startswith(NOT_SHIPPED)]
-    shipped = {n[len("engine/assets/"):] for n in names if n.startswith("engine/assets/")}
+    shipped = {n[len("zssd_engine/assets/"):] for n in names if n.startswith("zssd_engine/assets/")}
     assert _pack_files() <= shipped, sorted(_pack_files() - shipped)
-    assert "engine/samplers/guidance_defaults.json" in names
+    assert "zssd_engine/samplers/guidance_defaults.json" in names
     for pkg in SETUPTOOLS["packages"]:
         assert f"{pkg.replace('.', '/')}/__init__.py" in names, pkg
 
@@ -124,13 +126,14 @@ def test_installed_wheel_runs_outside_the_repository(venv, tmp_path):
     py, site = venv / "bin" / "python", next((venv / "lib").glob("python3*/site-packages"))
     probe = """
 import hashlib, importlib.util, json
-import engine, engine.paths
-from engine.pipeline import DEFAULT_CHECKPOINT, default_prior, prior_sha256
-from engine.real_sources import era5_week
-from engine.statics import load_statics
+import zssd_engine, zssd_engine.paths
+from zssd_engine.pipeline import DEFAULT_CHECKPOINT, default_prior, prior_sha256
+from zssd_engine.real_sources import era5_week
+from zssd_engine.statics import load_statics
 s = load_statics()
 spec = importlib.util.find_spec("assets")
-print(json.dumps({"engine": engine.__file__, "assets": str(engine.paths.ASSETS), "dem": list(s.dem.shape),
+generic = importlib.util.find_spec("engine")
+print(json.dumps({"engine": zssd_engine.__file__, "generic_engine": None if generic is None else generic.origin, "assets": str(zssd_engine.paths.ASSETS), "dem": list(s.dem.shape),
                   "land_max": float(s.land.max()), "prior_sha": prior_sha256(default_prior()),
                   "file_sha": hashlib.sha256(DEFAULT_CHECKPOINT.read_bytes()).hexdigest(),
                   "era5_times": era5_week().sizes["time"], "top_assets": None if spec is None else spec.origin}))
@@ -139,7 +142,8 @@ print(json.dumps({"engine": engine.__file__, "assets": str(engine.paths.ASSETS),
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert Path(got["engine"]).is_relative_to(site), got  # imported from the venv, not the checkout
-    assert Path(got["assets"]) == site / "engine" / "assets"
+    assert Path(got["assets"]) == site / "zssd_engine" / "assets"
+    assert got["generic_engine"] is None  # no top-level `engine` package in the venv
     assert got["dem"] == [721, 1440] and got["land_max"] == 1.0 and got["era5_times"] == 24
     assert got["prior_sha"] == got["file_sha"]  # the shipped checkpoint loads and matches its card
     assert not (site / "assets").exists()  # no top-level `assets` package in the venv
@@ -156,7 +160,7 @@ print(json.dumps({"engine": engine.__file__, "assets": str(engine.paths.ASSETS),
 def test_installed_wheel_serves_the_dashboard(venv, tmp_path):
     port = free_port()
     log = open(tmp_path / "serve.log", "w+")
-    proc = subprocess.Popen([str(venv / "bin" / "python"), "-m", "engine.cli", "serve", "--port", str(port),
+    proc = subprocess.Popen([str(venv / "bin" / "python"), "-m", "zssd_engine.cli", "serve", "--port", str(port),
                              "--prior", "tiny", "--no-bcsd"], cwd=tmp_path, env=_env(), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from engine import pipeline as P
-from engine.demo_world import HELDOUT_YEARS, TRAIN_YEARS
-from engine.errors import DataError
-from engine.grids import GridError
-from engine.variables import VARIABLES
+from zssd_engine import pipeline as P
+from zssd_engine.demo_world import HELDOUT_YEARS, TRAIN_YEARS
+from zssd_engine.errors import DataError
+from zssd_engine.grids import GridError
+from zssd_engine.variables import VARIABLES
 
 from conftest import DEMO_REGION as REGION, DEMO_TIME as TIME  # 16x16 px
 
@@ -133,7 +133,7 @@ def test_real_file_zssd_leaves_msl_unguided(tiny):
 
 
 def test_load_prior_from_checkpoint(tiny, tmp_path):
-    from engine.prior.model import Prior
+    from zssd_engine.prior.model import Prior
 
     card = tiny.save(tmp_path / "p.safetensors")
     prior = P.load_prior(tmp_path / "p.safetensors")
@@ -141,3 +141,21 @@ def test_load_prior_from_checkpoint(tiny, tmp_path):
     assert P.prior_sha256(prior) == sha and P.prior_sha256(Prior.tiny(0)) == "untrained"
     with pytest.raises(FileNotFoundError, match="not found"):
         P.load_prior(tmp_path / "missing.safetensors")
+
+
+def test_prior_cache_loads_once_and_reloads_a_rewritten_checkpoint(tmp_path):
+    """One cache per process: the same checkpoint is loaded once; a checkpoint rewritten on disk afresh."""
+    from zssd_engine.prior.model import Prior
+
+    path = Prior.tiny(3).save(tmp_path / "p")
+    before = len(P.prior_loads())
+    a = P.load_prior(path)
+    assert P.load_prior(path) is a and P.load_prior(tmp_path / "p") is a  # the card, the directory: one entry
+    assert len(P.prior_loads()) == before + 1
+    Prior.tiny(4).save(tmp_path / "p")  # new weights, new card
+    b = P.load_prior(path)
+    assert b is not a and len(P.prior_loads()) == before + 2
+    wa = next(iter(a.net.state_dict().values()))
+    wb = next(iter(b.net.state_dict().values()))
+    assert not bool((wa == wb).all())
+    assert P.load_prior("tiny", tiny_seed=5) is P.load_prior("tiny", tiny_seed=5)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.prior.model import CheckpointError, Conditioning, Prior
-from engine.prior.network import ConditionalUNet, UNetConfig, count_flops
-from engine.prior.schedule import (DiffusionSchedule, cosine_betas, eps_from_v, eps_from_x0, linear_betas,
+from zssd_engine.prior.model import CheckpointError, Conditioning, Prior
+from zssd_engine.prior.network import ConditionalUNet, UNetConfig, count_flops
+from zssd_engine.prior.schedule import (DiffusionSchedule, cosine_betas, eps_from_v, eps_from_x0, linear_betas,
                                    predict_eps, predict_x0, q_sample, respace, v_target, x0_from_eps)
-from engine.prior.train import TrainConfig, load_state, lr_at, train
+from zssd_engine.prior.train import TrainConfig, load_state, lr_at, train
 
 from conftest import free_port
 
@@ -212,7 +212,7 @@ def test_prior_normalize_roundtrip_and_tiny_speed():
 
 
 def test_prior_conditioning_from_grid():
-    from engine.grids import Region, era5_grid
+    from zssd_engine.grids import Region, era5_grid
 
     grid = era5_grid().select(Region(10, 14, 120, 124))[0]
     p = Prior.tiny(0)
@@ -393,7 +393,7 @@ def test_lr_schedule():
 
 def test_diffusion_loss_variable_weights():
     """Equal weights give the plain mean; a weight moves the loss toward that variable's error; bad weights fail."""
-    from engine.prior.loss import diffusion_loss
+    from zssd_engine.prior.loss import diffusion_loss
 
     sched = DiffusionSchedule(cosine_betas(50))
     g = torch.Generator().manual_seed(0)
@@ -426,7 +426,7 @@ def test_train_config_variable_weights():
 
 def test_train_decreases_loss_and_resumes_exactly(tmp_path):
     cfg = _tiny_cfg(tmp_path / "full")
-    full = train(cfg, FakeStream(16, 0), progress=False)
+    full = train(cfg, FakeStream(16, 0))
     assert full.step == 20 and len(full.losses) == 20
     assert np.mean(full.losses[-5:]) < 0.9 * np.mean(full.losses[:5])
     card = json.loads((tmp_path / "full" / "prior.json").read_text())
@@ -439,12 +439,12 @@ def test_train_decreases_loss_and_resumes_exactly(tmp_path):
 
     # interrupted after 10 steps, then resumed with a fresh stream object: identical losses
     cfg2 = _tiny_cfg(tmp_path / "part")
-    part = train(cfg2, FakeStream(16, 0), progress=False, stop_after=10)
+    part = train(cfg2, FakeStream(16, 0), stop_after=10)
     assert part.step == 10
     np.testing.assert_array_equal(part.losses, full.losses[:10])
     state = load_state(tmp_path / "part")
     assert state["step"] == 10
-    resumed = train(cfg2, FakeStream(16, 123), progress=False, resume=tmp_path / "part" / "train_state.pt")
+    resumed = train(cfg2, FakeStream(16, 123), resume=tmp_path / "part" / "train_state.pt")
     assert resumed.step == 20
     np.testing.assert_allclose(resumed.losses, full.losses, rtol=1e-6, atol=0)
     a = Prior.load(tmp_path / "part", device="cpu")
@@ -455,22 +455,22 @@ def test_train_decreases_loss_and_resumes_exactly(tmp_path):
 
 
 def test_train_v_parameterization(tmp_path):
-    plain = train(_tiny_cfg(tmp_path / "plain", parameterization="v"), FakeStream(16, 0), progress=False)
+    plain = train(_tiny_cfg(tmp_path / "plain", parameterization="v"), FakeStream(16, 0))
     assert np.mean(plain.losses[-5:]) < 0.95 * np.mean(plain.losses[:5])
     cfg = _tiny_cfg(tmp_path / "v", parameterization="v", min_snr_gamma=5.0, steps=4)
-    res = train(cfg, FakeStream(16, 0), progress=False)
+    res = train(cfg, FakeStream(16, 0))
     assert np.all(np.isfinite(res.losses)) and np.mean(res.losses) < np.mean(plain.losses[:4])  # min-SNR weights ≤ 1
     card = json.loads((tmp_path / "v" / "prior.json").read_text())
     assert card["parameterization"] == "v" and card["training"]["objective"].startswith("v-mse")
     assert Prior.load(tmp_path / "v", device="cpu").parameterization == "v"
     with pytest.raises(ValueError, match="cannot resume.*'v'"):
-        train(_tiny_cfg(tmp_path / "v"), FakeStream(16, 0), progress=False, resume=tmp_path / "v")
+        train(_tiny_cfg(tmp_path / "v"), FakeStream(16, 0), resume=tmp_path / "v")
     with pytest.raises(ValueError, match="parameterization"):
         TrainConfig(parameterization="x0")
 
 
 def test_train_prefetch_matches_synchronous(tmp_path):
-    a = train(_tiny_cfg(tmp_path / "a", steps=4, checkpoint_every=100), FakeStream(16, 0), progress=False)
+    a = train(_tiny_cfg(tmp_path / "a", steps=4, checkpoint_every=100), FakeStream(16, 0))
     b = train(_tiny_cfg(tmp_path / "b", steps=4, checkpoint_every=100, prefetch=2), FakeStream(16, 0),
               progress=False)
     np.testing.assert_array_equal(a.losses, b.losses)
@@ -479,17 +479,17 @@ def test_train_prefetch_matches_synchronous(tmp_path):
 def test_train_data_reuse_resumes_exactly(tmp_path):
     kw = dict(steps=9, checkpoint_every=100, data_reuse=3, data_pool=2, prefetch=1)
     s = FakeStream(16, 0)
-    full = train(_tiny_cfg(tmp_path / "a", **{**kw, "prefetch": 0}), s, progress=False)
+    full = train(_tiny_cfg(tmp_path / "a", **{**kw, "prefetch": 0}), s)
     assert s.calls == 1 + 3  # stats + one fresh batch per 3 steps
-    train(_tiny_cfg(tmp_path / "b", **kw), FakeStream(16, 0), progress=False, stop_after=4)
-    res = train(_tiny_cfg(tmp_path / "b", **kw), FakeStream(16, 0), progress=False, resume=tmp_path / "b")
+    train(_tiny_cfg(tmp_path / "b", **kw), FakeStream(16, 0), stop_after=4)
+    res = train(_tiny_cfg(tmp_path / "b", **kw), FakeStream(16, 0), resume=tmp_path / "b")
     np.testing.assert_allclose(res.losses, full.losses, rtol=1e-6, atol=0)
 
 
 def test_era5_crop_stream(tmp_path):
     import xarray as xr
 
-    from engine.data_stream import Era5CropStream
+    from zssd_engine.data_stream import Era5CropStream
 
     lat = np.arange(40.0, 30.0, -0.25)  # 40 cells, descending like ERA5
     lon = np.arange(10.0, 20.0, 0.25)   # 40 cells, regional
@@ -535,7 +535,7 @@ def test_train_config_file(tmp_path):
 def test_train_cli_parser(tmp_path):
     import argparse
 
-    from engine.cli import train as tr
+    from zssd_engine.cli import train as tr
 
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers()
@@ -549,7 +549,7 @@ def test_train_cli_stop_after_reaches_train(tmp_path, monkeypatch):
     """``--stop-after`` stops a run early while the LR schedule still runs to ``--steps`` (how the demo prior was made)."""
     import argparse
 
-    from engine.cli import train as tr
+    from zssd_engine.cli import train as tr
 
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('steps = 7000\ncrop = 64\nout = "runs/x"\n')
@@ -578,7 +578,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     cfg = TrainConfig(crop=16, batch=4, steps=3, lr=1e-3, warmup=1, checkpoint_every=10, out=out,
                       stats_samples=16, amp="off", device="cpu", prefetch=0, unet=TINY)
-    res = train(cfg, FakeStream(16, rank), progress=False)
+    res = train(cfg, FakeStream(16, rank))
     torch.save({"losses": torch.tensor(res.losses),
                 "w": res.prior.net.conv_in.weight.detach().clone()}, Path(out) / f"rank{rank}.pt")
     import torch.distributed as dist
@@ -604,7 +604,7 @@ def test_ddp_two_cpu_processes(tmp_path):
                          ids=lambda p: p.name)
 def test_shipped_training_configs_load_and_match_the_shipped_network(path):
     """Every config in configs/ is valid and builds the shipped prior's network (so a resume or a retrain fits it)."""
-    from engine.pipeline import DEFAULT_CHECKPOINT
+    from zssd_engine.pipeline import DEFAULT_CHECKPOINT
 
     cfg = TrainConfig.from_file(path)
     card = json.loads(Path(DEFAULT_CHECKPOINT).with_suffix(".json").read_text())

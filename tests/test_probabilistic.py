@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from engine.cyclones import cyclone_metrics
-from engine.probabilistic import (crps, energy_score, ensemble_scores, rank_histogram, reliability_index,
+from zssd_engine.cyclones import cyclone_metrics
+from zssd_engine.probabilistic import (crps, energy_score, ensemble_scores, rank_histogram, reliability_index,
                                   spread_skill)
 
 LAT = np.linspace(-10.0, 10.0, 41)

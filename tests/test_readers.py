@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from engine.errors import DataError
-from engine.operators import grid_from_xarray
-from engine.readers import open_cmip, open_era5, open_mpi_esm_lr, select_time
+from zssd_engine.errors import DataError
+from zssd_engine.operators import grid_from_xarray
+from zssd_engine.readers import open_cmip, open_era5, open_mpi_esm_lr, select_time
 
 from conftest import GCM_DIR, REAL_GCM_FILES, needs_real_gcm
 
@@ -174,8 +174,8 @@ def test_real_mpi_esm_lr_opens_unchanged():
 
 @needs_real
 def test_open_mpi_esm_lr_default_assets():
-    """Without a folder, the reader opens the demo pack's copy (engine.paths.ASSETS), the same data."""
-    from engine.paths import ASSETS
+    """Without a folder, the reader opens the demo pack's copy (zssd_engine.paths.ASSETS), the same data."""
+    from zssd_engine.paths import ASSETS
 
     if not (ASSETS / "gcm" / "tas_rectilinear_grid_2D.nc").exists():
         pytest.skip("the demo pack's gcm/ is not populated")

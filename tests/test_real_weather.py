@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from engine import pipeline as P
-from engine.errors import DataError
-from engine.grids import GridError, LatLonGrid
-from engine.real_sources import (ERA5_WEEK, GFS_FILE, TIGGE_FILE, era5_coarse, era5_week, open_storm_1996,
+from zssd_engine import pipeline as P
+from zssd_engine.errors import DataError
+from zssd_engine.grids import GridError, LatLonGrid
+from zssd_engine.real_sources import (ERA5_WEEK, GFS_FILE, TIGGE_FILE, era5_coarse, era5_week, open_storm_1996,
                                  real_cyclones)
 
 from conftest import TC_REGION, TC_TIME, needs_real_weather
@@ -22,7 +22,7 @@ pytestmark = needs_real_weather
 
 # ------------------------------------------------------------------ readers
 def test_era5_week_opens_unchanged_with_time_index():
-    from engine.readers import open_era5
+    from zssd_engine.readers import open_era5
 
     ds = open_era5(ERA5_WEEK)
     assert list(ds.data_vars) == ["t2m", "msl", "u10", "v10"]
@@ -37,7 +37,7 @@ def test_era5_week_opens_unchanged_with_time_index():
 
 
 def test_era5_store_with_a_missing_variable_is_named(tmp_path):
-    from engine.readers import open_era5
+    from zssd_engine.readers import open_era5
 
     store = tmp_path / "week.zarr"
     shutil.copytree(ERA5_WEEK, store)
@@ -49,7 +49,7 @@ def test_era5_store_with_a_missing_variable_is_named(tmp_path):
 
 
 def test_bad_time_index_units_are_refused(tmp_path):
-    from engine.readers import open_era5
+    from zssd_engine.readers import open_era5
 
     ds = xr.Dataset({"t2m": (("time_index", "latitude", "longitude"), np.full((2, 2, 3), 280.0, np.float32),
                              {"units": "K"})},
@@ -61,7 +61,7 @@ def test_bad_time_index_units_are_refused(tmp_path):
 
 
 def test_reduced_gaussian_rows_interpolate_per_row():
-    from engine.grib import reduced_to_rectilinear
+    from zssd_engine.grib import reduced_to_rectilinear
 
     # three rows with their own numbers of longitudes; the field is cos(lon) on every row
     counts, lats = (4, 8, 16), (45.0, 0.0, -45.0)
@@ -76,8 +76,8 @@ def test_reduced_gaussian_rows_interpolate_per_row():
 
 
 def test_tigge_reduced_gaussian_opens_on_its_rows():
-    from engine.grib import open_grib
-    from engine.grids import gaussian_latitudes
+    from zssd_engine.grib import open_grib
+    from zssd_engine.grids import gaussian_latitudes
 
     ds = open_grib(TIGGE_FILE, statics=True)
     assert ds.sizes == {"time": 1, "lat": 400, "lon": 800}
@@ -88,7 +88,7 @@ def test_tigge_reduced_gaussian_opens_on_its_rows():
 
 
 def test_gfs_grib2_opens_with_our_names():
-    from engine.readers import open_era5
+    from zssd_engine.readers import open_era5
 
     ds = open_era5(GFS_FILE)  # any GRIB goes through the same reader
     assert list(ds.data_vars) == ["t2m", "msl", "u10", "v10"]
@@ -111,7 +111,7 @@ def _grib(path, messages):
 
 
 def test_grib_unknown_grid_type_and_several_levels_are_refused(tmp_path):
-    from engine.grib import open_grib
+    from zssd_engine.grib import open_grib
 
     rot = tmp_path / "rotated.grib2"
     _grib(rot, [("rotated_ll_sfc_grib2", {"shortName": "2t"})])
@@ -158,7 +158,7 @@ def test_paired_real_case_scores_at_the_1deg_points():
     step = era5_week().sel(time=TC_TIME)
     np.testing.assert_array_equal(ref.msl.values, step.msl.sel(lat=ref.lat, lon=ref.lon).values)
     out = P.run_method(case, "bilinear")
-    from engine.metrics import at_reference_points, score
+    from zssd_engine.metrics import at_reference_points, score
 
     picked = at_reference_points(out["t2m"].isel(time=0), ref["t2m"])
     assert picked.shape == (32, 32)
@@ -202,7 +202,7 @@ def test_real_cyclone_is_found():
 
 # ------------------------------------------------------------------ lapse baseline
 def test_lapse_rate_downscale_adds_the_elevation_detail():
-    from engine.baselines import lapse_rate_downscale
+    from zssd_engine.baselines import lapse_rate_downscale
 
     fine = LatLonGrid(np.arange(9.875, 0, -0.25), np.arange(0.125, 10, 0.25), "fine")
     coarse = xr.Dataset({"t2m": (("lat", "lon"), np.full((2, 2), 280.0)), "msl": (("lat", "lon"), np.full((2, 2), 1e5))},
@@ -211,7 +211,7 @@ def test_lapse_rate_downscale_adds_the_elevation_detail():
     z[:20, :20] = 1000.0  # a 1 km plateau filling the north-west coarse cell
     zc = np.array([[1000.0, 0.0], [0.0, 0.0]])
     out = lapse_rate_downscale(coarse, fine, z, zc)
-    from engine.operators import bilinear
+    from zssd_engine.operators import bilinear
 
     import torch
 
@@ -224,7 +224,7 @@ def test_lapse_rate_downscale_adds_the_elevation_detail():
 
 def test_lapse_beats_bilinear_on_mountain_t2m():
     case = P.prepare_case("ERA5-x20", "2026-03-26T05:00", "15,47,70,102")  # Himalaya / Tibet
-    from engine.metrics import score
+    from zssd_engine.metrics import score
 
     s = {m: score(P.run_method(case, m)[["t2m"]], case.reference[["t2m"]])["t2m"].mae for m in ("bilinear", "lapse")}
     assert s["lapse"] < 0.8 * s["bilinear"]
@@ -232,7 +232,7 @@ def test_lapse_beats_bilinear_on_mountain_t2m():
 
 # ------------------------------------------------------------------ evaluation and CLI
 def test_real_evaluation_cases_are_fixed_and_skip_tuning_times():
-    from engine.evaluate import REAL_REGIONS, REAL_TUNING_TIMES, real_evaluation_cases
+    from zssd_engine.evaluate import REAL_REGIONS, REAL_TUNING_TIMES, real_evaluation_cases
 
     cases = real_evaluation_cases(24)
     assert len(cases) == 24 and cases == real_evaluation_cases(24)
@@ -245,7 +245,7 @@ def test_real_evaluation_cases_are_fixed_and_skip_tuning_times():
 
 
 def test_evaluate_era5_task_reports_bcsd_unavailable(tmp_path):
-    from engine.cli import main
+    from zssd_engine.cli import main
 
     out = tmp_path / "e.json"
     assert main(["evaluate", "--task", "era5-x20", "--methods", "bilinear,lapse,bcsd", "--cases", "4",
@@ -259,7 +259,7 @@ def test_evaluate_era5_task_reports_bcsd_unavailable(tmp_path):
 
 
 def test_downscale_cli_on_era5_x20_with_a_southern_region(tmp_path):
-    from engine.cli import main
+    from zssd_engine.cli import main
 
     out = tmp_path / "F.nc"
     assert main(["downscale", "--gcm", "ERA5-x20", "--time", TC_TIME, "--region", TC_REGION, "--method", "lapse",

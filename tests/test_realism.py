@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import realism as R  # noqa: E402
 
-from engine.grids import Region  # noqa: E402
+from zssd_engine.grids import Region  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +156,10 @@ def test_rows_flag_defects():
     assert all(r["defect"] == "yes" for r in rows if "TIGGE" in r["measure"])
 
 
-@pytest.mark.skipif(not __import__("engine.real_sources", fromlist=["ERA5_WEEK"]).ERA5_WEEK.exists(),
+@pytest.mark.skipif(not __import__("zssd_engine.real_sources", fromlist=["ERA5_WEEK"]).ERA5_WEEK.exists(),
                     reason="real data pack (ERA5 week) not built")
 def test_demo_at_points_equals_subsampled_box_and_real_tc_is_sane():
-    from engine.demo_world import DemoWorld
+    from zssd_engine.demo_world import DemoWorld
 
     world = DemoWorld(seed=0)
     assert R.check_points(world, "2026-03-26T19:00", Region(-20, -12, 176, 184)) < 1e-4  # across the dateline

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from engine.conditioning import static_channels, time_features
-from engine.gcm import gcm_field
-from engine.grids import GridError, Region, era5_grid
-from engine.operators import conservative
-from engine.prior.schedule import DiffusionSchedule, linear_betas
-from engine.samplers import (
+from zssd_engine.conditioning import static_channels, time_features
+from zssd_engine.gcm import gcm_field
+from zssd_engine.grids import GridError, Region, era5_grid
+from zssd_engine.operators import conservative
+from zssd_engine.prior.schedule import DiffusionSchedule, linear_betas
+from zssd_engine.samplers import (
     MIN_ALPHA_BAR, KroneckerSVD, StepState, get_sampler, native_observation, record_trajectory, respaced_timesteps,
     sample_ddrm, sample_dps, sample_unconditional, sample_zssd, start_timestep, ucg_coarse_grid, zssd_observation,
 )
-from engine.samplers.guidance import effective_scale
-from engine.samplers.guidance_table import default_guidance_scale
-from engine.statics import load_statics
-from engine.variables import VARIABLES
+from zssd_engine.samplers.guidance import effective_scale
+from zssd_engine.samplers.guidance_table import default_guidance_scale
+from zssd_engine.statics import load_statics
+from zssd_engine.variables import VARIABLES
 
 from conftest import DEMO_REGION, DEMO_TIME
 
@@ -280,8 +280,8 @@ def test_unconditional_ignores_gcm(gauss, fine, cond):
 
 
 def test_ddim_eta1_is_the_ddpm_posterior():
-    from engine.prior.schedule import cosine_betas, eps_from_x0
-    from engine.samplers.respacing import ddim_step
+    from zssd_engine.prior.schedule import cosine_betas, eps_from_x0
+    from zssd_engine.samplers.respacing import ddim_step
 
     s = DiffusionSchedule(cosine_betas(1000), "cosine")
     ab = s.alphas_cumprod
@@ -300,7 +300,7 @@ def test_ddim_eta1_is_the_ddpm_posterior():
 def test_tuned_guidance_table_is_read(tmp_path, monkeypatch):
     import json
 
-    import engine.samplers.guidance_table as C
+    import zssd_engine.samplers.guidance_table as C
 
     f = tmp_path / "guidance_defaults.json"
     f.write_text(json.dumps({"scales": {"zssd": {"20": 2.0, "80": 8.0}}, "date": "d", "checkpoint_sha256": "abc"}))
@@ -315,7 +315,7 @@ def test_tuned_guidance_table_is_read(tmp_path, monkeypatch):
 
 def test_dps_correction_is_a_gradient_step_on_the_unsquared_misfit():
     """x_{t'} = x'_{t'} − ζ_t ∇_{x_t} ‖r‖ per member: each member moves by ζ_t along its own unit residual."""
-    from engine.samplers.guidance import dps_correction, guidance_factor
+    from zssd_engine.samplers.guidance import dps_correction, guidance_factor
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1, 4, 4, generator=g, dtype=torch.float64).requires_grad_(True)
@@ -334,11 +334,11 @@ def test_dps_correction_is_a_gradient_step_on_the_unsquared_misfit():
 def test_method_registry_matches_the_samplers_and_the_pipeline(tiny):
     """Every registered method is taken where its kind says: the pipeline's sampler runs the diffusion
     methods (the guided ones with a ζ, ddrm refusing one) and sends the classical ones to baseline()."""
-    from engine import pipeline as P
-    from engine.batch import spec as batch
-    from engine.bias_correction import BC_METHODS
-    from engine.methods import METHODS, get_method, is_guided, method_names, sampler_name
-    from engine.samplers import DEFAULT_GUIDANCE, SAMPLERS
+    from zssd_engine import pipeline as P
+    from zssd_engine.batch import spec as batch
+    from zssd_engine.bias_correction import BC_METHODS
+    from zssd_engine.methods import METHODS, get_method, is_guided, method_names, sampler_name
+    from zssd_engine.samplers import DEFAULT_GUIDANCE, SAMPLERS
 
     assert tuple(METHODS) == ("bilinear", "lapse", "bcsd", "zssd", "zssd-bc", "dps", "ddrm")
     assert method_names(paired_training=True) == ("bcsd", "zssd-bc") and BC_METHODS == {"zssd-bc": "zssd"}

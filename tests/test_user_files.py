@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from engine.cli import main
-from engine.real_sources import GFS_FILE, era5_coarse, era5_week
+from zssd_engine.cli import main
+from zssd_engine.real_sources import GFS_FILE, era5_coarse, era5_week
 
 from conftest import TC_REGION as REGION, TC_TIME as TIME, needs_real_weather
 
@@ -139,8 +139,8 @@ def test_evaluate_own_files_matches_the_builtin_real_task(tmp_path, x20_nc):
                  "--regions", REGION, "--methods", "bilinear", "--json", str(js), "--quiet"]) == 0
     mine = json.loads(js.read_text())
     assert (tmp_path / "mine.md").exists() and "1° points" not in mine["score_definition"][:10]
-    from engine import pipeline as P
-    from engine.metrics import score
+    from zssd_engine import pipeline as P
+    from zssd_engine.metrics import score
 
     case = P.prepare_case("ERA5-x20", TIME, REGION)
     want = score(P.run_method(case, "bilinear")[["t2m", "msl"]], case.reference[["t2m", "msl"]])
@@ -165,7 +165,7 @@ def test_off_lattice_reference_is_interpolated_to_its_points(tmp_path, x20_nc):
 
 
 def test_cases_file_and_batch_with_own_files(tmp_path, x20_nc):
-    from engine.user_files import parse_cases
+    from zssd_engine.user_files import parse_cases
 
     toml = tmp_path / "cases.toml"
     toml.write_text('[[case]]\nname = "tc"\ntime = "2026-03-26T05:00"\nregion = "-35,-3,100,132"\n')

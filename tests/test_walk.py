@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("panel")
 
-from engine.grids import Region  # noqa: E402
-from engine.real_sources import REAL_SOURCES, source_dataset  # noqa: E402
+from zssd_engine.grids import Region  # noqa: E402
+from zssd_engine.real_sources import REAL_SOURCES, source_dataset  # noqa: E402
 from zssd_app.config import ServerConfig  # noqa: E402
 from zssd_app.runner import RunQueue  # noqa: E402
 from zssd_app.state import METHOD_LABELS, AppState  # noqa: E402

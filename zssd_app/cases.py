@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.grids import GridError, Region, wrap_lon
-from engine.methods import CLASSICAL, method_names
+from zssd_engine.grids import GridError, Region, wrap_lon
+from zssd_engine.methods import CLASSICAL, method_names
 
 from .config import ServerConfig, server_config
 
-__all__ = ["CaseStore", "PreparedCase", "get_store", "reset_store", "get_prior", "reset_prior", "snap_region",
+__all__ = ["CaseStore", "PreparedCase", "get_store", "reset_store", "get_prior", "snap_region",
            "source_label", "case_key", "build_case", "DEMO_TIME_RANGE"]
 
 #: The classical methods every case shows at once (no training): bilinear and bilinear + lapse rate.
@@ -40,44 +40,28 @@ INSTANT_BASELINES: tuple[str, ...] = method_names(kind=CLASSICAL, paired_trainin
 DEMO_TIME_RANGE = (dt.datetime(1991, 1, 1), dt.datetime(2023, 12, 31, 18))
 
 # ----------------------------------------------------------------- the prior
-_PRIOR_LOCK = threading.Lock()
-_PRIOR: tuple[Any, str] | None = None
-
-
 def get_prior(cfg: ServerConfig | None = None) -> tuple[Any, str]:
-    """The server's prior and a warning text ("" for a trained checkpoint), loaded once per process.
+    """The server's prior and a warning text ("" for a trained checkpoint).
 
     ``ZSSD_PRIOR=tiny`` (or ``prior = "tiny"`` in the TOML config) forces the
     untrained tiny network; otherwise the configured checkpoint, else the
-    shipped default; if that is missing, the tiny network with a warning.
+    shipped default; if that is missing, the tiny network with a warning.  The
+    network itself is loaded once per process by the engine's prior cache
+    (:func:`zssd_engine.pipeline.load_prior`), shared by every session.
     """
-    global _PRIOR
-    with _PRIOR_LOCK:
-        if _PRIOR is not None:
-            return _PRIOR
-        from engine import pipeline
+    from zssd_engine import pipeline
 
-        cfg = cfg or server_config()
-        untrained = ("**Untrained demo network**: the maps show the sampling machinery, not a skilful "
-                     "downscaling {why}.")
-        if cfg.prior == "tiny":
-            _PRIOR = (pipeline.load_prior("tiny"), untrained.format(why="(this server runs with ZSSD_PRIOR=tiny)"))
-        elif cfg.prior:
-            _PRIOR = (pipeline.load_prior(cfg.prior), "")
-        else:
-            try:
-                _PRIOR = (pipeline.default_prior(), "")
-            except (FileNotFoundError, OSError, ValueError) as e:
-                _PRIOR = (pipeline.load_prior("tiny"),
-                          untrained.format(why=f"(no trained checkpoint could be loaded: {e})"))
-        return _PRIOR
-
-
-def reset_prior() -> None:
-    """Forget the loaded prior (tests)."""
-    global _PRIOR
-    with _PRIOR_LOCK:
-        _PRIOR = None
+    cfg = cfg or server_config()
+    untrained = ("**Untrained demo network**: the maps show the sampling machinery, not a skilful "
+                 "downscaling {why}.")
+    if cfg.prior == "tiny":
+        return pipeline.load_prior("tiny"), untrained.format(why="(this server runs with ZSSD_PRIOR=tiny)")
+    if cfg.prior:
+        return pipeline.load_prior(cfg.prior), ""
+    try:
+        return pipeline.default_prior(), ""
+    except (FileNotFoundError, OSError, ValueError) as e:
+        return pipeline.load_prior("tiny"), untrained.format(why=f"(no trained checkpoint could be loaded: {e})")
 
 
 # ----------------------------------------------------------------- regions and labels
@@ -108,9 +92,9 @@ def snap_region(region: Region, min_deg: float = 16.0, max_deg: float = 64.0, ce
 
 def source_label(source_id: str, configured: dict | None = None) -> str:
     """A menu label for a GCM source id."""
-    from engine.gcm import PSEUDO_GCMS, REAL_FILES
-    from engine.grids import GCM_GRID_SPECS, PAIRED_TASKS
-    from engine.real_sources import REAL_SOURCES
+    from zssd_engine.gcm import PSEUDO_GCMS, REAL_FILES
+    from zssd_engine.grids import GCM_GRID_SPECS, PAIRED_TASKS
+    from zssd_engine.real_sources import REAL_SOURCES
 
     if source_id in REAL_SOURCES:
         r = REAL_SOURCES[source_id]
@@ -166,7 +150,7 @@ def case_clims(case, baselines: dict[str, Any]) -> dict[str, tuple[float, float]
 
 
 def build_case(pipeline, source_id: str, time, region: Region, world, files: dict | None) -> PreparedCase:
-    """Prepare a selection: :func:`engine.pipeline.prepare_case`, the bilinear and lapse baselines, colour limits."""
+    """Prepare a selection: :func:`zssd_engine.pipeline.prepare_case`, the bilinear and lapse baselines, colour limits."""
     import time as _time
 
     t0 = _time.perf_counter()

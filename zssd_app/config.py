@@ -69,7 +69,7 @@ def parse_gcm_files(text: str) -> tuple[dict[str, list[Path]], list[str]]:
 
 
 def _check_files(gcm: dict[str, list[Path]], problems: list[str]) -> dict[str, list[Path]]:
-    from engine.gcm import GCM_SOURCES
+    from zssd_engine.gcm import GCM_SOURCES
 
     ok: dict[str, list[Path]] = {}
     for name, files in gcm.items():

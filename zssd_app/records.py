@@ -50,7 +50,7 @@ def _f16(x) -> np.ndarray:
 
 
 def make_frame(st) -> Frame:
-    """A :class:`Frame` from a sampler :class:`~engine.samplers.StepState` (member 1)."""
+    """A :class:`Frame` from a sampler :class:`~zssd_engine.samplers.StepState` (member 1)."""
     x0 = st.x_t if st.final else st.x0_hat
     return Frame(st.step, int(st.t), float(st.sigma), float(st.misfit_rms), float(st.guidance_norm),
                  _f16(st.x_t[0]), _f16(x0[0]), st.denormalize)

@@ -29,7 +29,7 @@ __all__ = ["start_run", "start_compare", "take_run_mail"]
 
 def start_run(state: "AppState", sync: bool = False) -> RunJob | None:
     """Queue a sampling run with the session's current settings (``sync=True`` runs it in this thread)."""
-    from engine.bias_correction import BC_METHODS, check_trainable
+    from zssd_engine.bias_correction import BC_METHODS, check_trainable
 
     from .state import METHOD_LABELS
 
@@ -87,7 +87,7 @@ def _sample(state: "AppState", job: RunJob, gen, case, prior, method: str, steps
             gs: float | None, trace: Trace):
     """The worker side of a run: step the sampler, record the trace, post x̂0 and progress to the mailbox,
     then the result dataset (runs in the queue's thread; never touches parameters)."""
-    from engine.bias_correction import BC_METHODS, bias_attrs
+    from zssd_engine.bias_correction import BC_METHODS, bias_attrs
 
     t_start = t_last = _time.perf_counter()
     final, sps = None, float("nan")
@@ -146,7 +146,7 @@ def start_compare(state: "AppState", sync: bool = False) -> RunJob | None:
     state.param.trigger("compare_changed")
 
     def work(job: RunJob):
-        from engine.samplers import default_guidance_scale
+        from zssd_engine.samplers import default_guidance_scale
 
         for i, label in enumerate(("ZSSD", "DPS")):
             m = METHOD_LABELS[label]

@@ -15,8 +15,8 @@ import time as _time
 
 import numpy as np
 
-from engine.grids import GridError, Region, wrap_lon
-from engine.real_sources import REAL_SOURCES
+from zssd_engine.grids import GridError, Region, wrap_lon
+from zssd_engine.real_sources import REAL_SOURCES
 
 from .cases import DEMO_TIME_RANGE, PreparedCase, build_case, case_key, snap_region
 
@@ -71,8 +71,8 @@ class SelectionMixin:
 
     def source_times(self, gcm: str | None = None) -> list[dt.datetime] | None:
         """The valid times of a source with a finite time axis (real files and sources), else None."""
-        from engine.gcm import REAL_FILES, open_files
-        from engine.real_sources import source_dataset
+        from zssd_engine.gcm import REAL_FILES, open_files
+        from zssd_engine.real_sources import source_dataset
 
         gcm = gcm or self.gcm
         files = {**REAL_FILES, **self.configured_files}
@@ -267,7 +267,7 @@ class SelectionMixin:
     # ================================================================ cyclones
     def find_cyclones(self) -> list:
         """Detect candidate cyclone centres in the current GCM field (offered in the sidebar)."""
-        from engine.cyclones import detect_cyclones
+        from zssd_engine.cyclones import detect_cyclones
 
         if self.case is None:
             self.notify("error", "Load a case first")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import param
 
-from engine.methods import METHODS
+from zssd_engine.methods import METHODS
 
 from .cases import CaseStore, get_prior, get_store
 from .config import ServerConfig, server_config
@@ -100,8 +100,8 @@ class AppState(SelectionMixin, param.Parameterized):
         self.background = bool(background)
         self.session_id = uuid.uuid4().hex[:12]
         super().__init__(**params)
-        from engine import pipeline
-        from engine.gcm import GCM_SOURCES
+        from zssd_engine import pipeline
+        from zssd_engine.gcm import GCM_SOURCES
 
         self.pipeline = pipeline
         self.world = pipeline.get_world(0)
@@ -192,8 +192,8 @@ class AppState(SelectionMixin, param.Parameterized):
     @staticmethod
     def _real_cases() -> list:
         """The real ERA5 cyclone cases (none if the data pack lacks the week)."""
-        from engine.errors import DataError
-        from engine.real_sources import real_cyclones
+        from zssd_engine.errors import DataError
+        from zssd_engine.real_sources import real_cyclones
 
         try:
             return real_cyclones()
@@ -210,8 +210,8 @@ class AppState(SelectionMixin, param.Parameterized):
         return (nh or cases)[0].name
 
     def demo_sources(self) -> list[str]:
-        from engine.gcm import PSEUDO_GCMS
-        from engine.grids import PAIRED_TASKS
+        from zssd_engine.gcm import PSEUDO_GCMS
+        from zssd_engine.grids import PAIRED_TASKS
 
         return list(PSEUDO_GCMS) + list(PAIRED_TASKS)
 

@@ -4,7 +4,7 @@ Wood et al. 2004; Maurer & Hidalgo 2008; Thrasher et al. 2012, as implemented by
 scikit-downscale's ``BcsdTemperature`` and xsdba's ``EmpiricalQuantileMapping``: empirical
 quantile mapping per calendar month and per coarse cell, then spatial disaggregation of the
 bias-corrected anomaly onto the fine grid.  This module is the xarray API (checks, grids,
-provenance); the array numerics are :mod:`engine.baselines.quantile_mapping`.
+provenance); the array numerics are :mod:`zssd_engine.baselines.quantile_mapping`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class BCSD:
     Training (:meth:`train`)
 
     1. The fine reference (e.g. ERA5 0.25°) is averaged conservatively onto
-       the GCM grid (:func:`engine.operators.conservative_matrices`, NaN-aware;
+       the GCM grid (:func:`zssd_engine.operators.conservative_matrices`, NaN-aware;
        GCM cells covered less than ``min_coverage`` by the reference are left
        out).
     2. For every calendar month and every coarse cell an empirical quantile
@@ -329,7 +329,7 @@ class BCSD:
 
     @staticmethod
     def _var_attrs(sim_coarse: xr.Dataset, v: str) -> dict:
-        """A variable's CF attributes (units from :data:`engine.variables.VARIABLE_INFO` if absent)."""
+        """A variable's CF attributes (units from :data:`zssd_engine.variables.VARIABLE_INFO` if absent)."""
         attrs = {k: a for k, a in sim_coarse[v].attrs.items() if k in ("units", "long_name", "standard_name")}
         attrs.setdefault("units", VARIABLE_INFO[v].units if v in VARIABLE_INFO else "")
         return attrs

@@ -14,7 +14,7 @@ __all__ = ["bilinear_downscale"]
 def bilinear_downscale(coarse: xr.Dataset, fine_grid: LatLonGrid) -> xr.Dataset:
     """Bilinearly interpolate every (…, lat, lon) variable of ``coarse`` onto ``fine_grid``.
 
-    NaN-aware (:meth:`engine.operators.SeparableOperator.masked`): masked
+    NaN-aware (:meth:`zssd_engine.operators.SeparableOperator.masked`): masked
     coarse cells do not contaminate their neighbours; a fine cell whose
     surrounding coarse cells are all NaN is NaN.  Constant beyond the
     outermost coarse centres, periodic in longitude for global coarse grids.

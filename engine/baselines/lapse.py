@@ -2,7 +2,7 @@
 
 The first physical baseline a climate scientist tries: ``t2m`` follows the fine orography with
 the ICAO standard-atmosphere lapse rate (−6.5 K/km); the other variables are bilinear
-(:func:`engine.baselines.interpolation.bilinear_downscale`).
+(:func:`zssd_engine.baselines.interpolation.bilinear_downscale`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def lapse_rate_downscale(coarse: xr.Dataset, fine_grid: LatLonGrid, fine_elevati
 
     ``t2m_fine = bilinear(t2m) + Γ · (z_fine − bilinear(z_coarse))`` with ``Γ = lapse_rate``
     (K/m), where ``z_coarse`` is the elevation averaged onto the coarse cells *exactly as the
-    input was averaged* (the caller supplies it; :func:`engine.pipeline.coarse_elevation`) and
+    input was averaged* (the caller supplies it; :func:`zssd_engine.pipeline.coarse_elevation`) and
     interpolated back the same way as the field.  Other variables: bilinear.
 
     Parameters

@@ -1,6 +1,6 @@
 """The array numerics of BCSD: quantiles, quantile mapping, detrending and disaggregation.
 
-Pure NumPy, vectorised over cells; the xarray API is :class:`engine.baselines.bcsd.BCSD`.
+Pure NumPy, vectorised over cells; the xarray API is :class:`zssd_engine.baselines.bcsd.BCSD`.
 Arrays are ``(n_times, n_cells)`` unless stated; NaN marks a missing value throughout.
 
 * :func:`quantile_nodes`, :func:`cunnane_quantiles` — the empirical quantile functions

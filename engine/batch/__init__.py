@@ -4,31 +4,31 @@ One task per ``(time, region)`` case.  The same code runs on a
 :class:`distributed.LocalCluster` started here (``processes=True``, sized to
 the machine) or on an existing cluster (``--scheduler tcp://host:8786``), or
 in-process without Dask (``--scheduler inline``, for debugging).  The command
-line is :mod:`engine.cli.batch`.
+line is :mod:`zssd_engine.cli.batch`.
 
 Where things are
 ----------------
-* :mod:`~engine.batch.spec` — :class:`BatchSpec` (what to compute), :class:`BatchPlan`,
+* :mod:`~zssd_engine.batch.spec` — :class:`BatchSpec` (what to compute), :class:`BatchPlan`,
   :class:`CaseResult`, :class:`BatchReport`, :class:`PriorRef`, the seed rule :func:`case_seed`.
-* :mod:`~engine.batch.plan` — **validation first**: :func:`plan_batch` checks every argument
+* :mod:`~zssd_engine.batch.plan` — **validation first**: :func:`plan_batch` checks every argument
   (time range and frequency, GCM, method, region, the GCM's data coverage, members, steps,
   checkpoint, output location, and — for an existing store — that the stored run parameters
   equal the requested ones) and prepares the first case as a dry run, all before a cluster is
   started or a store is created.
-* :mod:`~engine.batch.store` — **the store**, created up front, atomically (written in a
+* :mod:`~zssd_engine.batch.store` — **the store**, created up front, atomically (written in a
   temporary directory next to it and renamed): every time from ``start`` to ``end`` at
   ``freq``, arrays filled with NaN, *one chunk per time step*, plus ``done(time)`` (uint8 0/1)
   and ``case_seed(time)``; Zarr format 2 with consolidated metadata, CF-1.10 attributes,
   provenance and the run parameters (JSON in ``zssd_batch_params``) in the global attributes.
   A lock file in the store stops two runs from writing it at once; Ctrl-C is deferred while
   one case is being written.
-* :mod:`~engine.batch.worker` — **model once per worker**: the prior is loaded on first use in
+* :mod:`~zssd_engine.batch.worker` — **model once per worker**: the prior is loaded on first use in
   each worker process and cached by checkpoint kind, path and SHA-256 (:func:`get_prior`);
   :func:`compute_case` downscales one case.
-* :mod:`~engine.batch.cluster` — the Dask side: :func:`start_client`, the :class:`TorchThreads`
+* :mod:`~zssd_engine.batch.cluster` — the Dask side: :func:`start_client`, the :class:`TorchThreads`
   worker plugin (``torch.set_num_threads(cores // (workers on the host × threads per worker))``),
   windowed submission.
-* :mod:`~engine.batch.runner` — :func:`run_batch`: **workers compute, the client writes** the
+* :mod:`~zssd_engine.batch.runner` — :func:`run_batch`: **workers compute, the client writes** the
   case's chunks and only then sets ``done[t] = 1``, so a crash, a killed worker or Ctrl-C loses
   only the cases in flight; a second run with the same arguments skips the done steps.
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time as _time
 from typing import Callable, Iterator
 
@@ -28,7 +27,7 @@ Outcome = tuple[int, CaseResult | None, str | None]
 
 def run_batch(spec: BatchSpec, out: str | os.PathLike, *, client=None, scheduler: str | None = None,
               workers: int | None = None, threads_per_worker: int | None = None, torch_threads: int | None = None,
-              progress: bool = True, command: str | None = None,
+              progress: Callable[[BatchReport], None] | None = None, command: str | None = None,
               on_case_written: Callable[[CaseResult, BatchReport], None] | None = None,
               log: Callable[[str], None] | None = print) -> BatchReport:
     """Run (or resume) a batch into the store ``out``.
@@ -45,7 +44,9 @@ def run_batch(spec: BatchSpec, out: str | os.PathLike, *, client=None, scheduler
         Fix ``torch.set_num_threads`` on the workers (default: cores shared out); inline runs
         use it while computing and restore the process's setting afterwards.
     progress
-        Show a tqdm progress bar on stderr.
+        Called with the running :class:`BatchReport` once the pending cases are counted and after
+        every case (written or failed); the command line draws its progress bar with it
+        (:class:`zssd_engine.cli.batch.ProgressBar`).  ``None``: no progress.
     command
         The command line recorded in the store's provenance (default: a library call).
     on_case_written
@@ -96,7 +97,8 @@ def _all_done(plan: BatchPlan) -> bool:
         st.close()
 
 
-def _run_plan(plan: BatchPlan, client, command: str, torch_threads: int | None, progress: bool,
+def _run_plan(plan: BatchPlan, client, command: str, torch_threads: int | None,
+              progress: Callable[[BatchReport], None] | None,
               on_case_written: Callable[[CaseResult, BatchReport], None] | None, report: BatchReport,
               say: Callable[[str], None]) -> None:
     """Set up the workers, create or open the store, compute the pending cases and write them."""
@@ -118,35 +120,31 @@ def _run_plan(plan: BatchPlan, client, command: str, torch_threads: int | None, 
         say(f"{plan.n} time steps, {report.skipped} already done, {len(todo)} to compute -> {plan.out}")
         task = CaseTask(plan.spec, tuple(t.isoformat() for t in plan.times), plan.lat, plan.lon, plan.members,
                         plan.prior, plan.guidance_scale)
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=plan.n, initial=report.skipped, unit="case", desc=f"{plan.spec.method} {plan.spec.gcm}",
-                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        tick = progress or (lambda report: None)
+        tick(report)
         t_run = _time.perf_counter()
         if client is None:
             results = _inline_results(task, todo, torch_threads)
         else:  # 2 tasks per worker thread in flight: bounds the client's memory
             results = dask_results(client, compute_case, task, todo, 2 * nthreads)
         try:
-            _write_results(results, plan, store, report, bar, on_case_written)
+            _write_results(results, plan, store, report, tick, on_case_written)
         except KeyboardInterrupt:
             report.interrupted = True
             raise
         finally:
             results.close()  # cancels what is still queued or running
-            bar.close()
             report.seconds = _time.perf_counter() - t_run
     finally:
         store.close()
 
 
-def _write_results(results: Iterator[Outcome], plan: BatchPlan, store: Store, report: BatchReport, bar,
-                   on_case_written: Callable[[CaseResult, BatchReport], None] | None) -> None:
+def _write_results(results: Iterator[Outcome], plan: BatchPlan, store: Store, report: BatchReport,
+                   tick: Callable[[BatchReport], None], on_case_written: Callable[[CaseResult, BatchReport], None] | None) -> None:
     """Write each result as it comes; record failures; stop when the first cases all fail."""
     for i, res, err in results:
         if err is not None:
             report.failed[plan.times[i].isoformat()] = err
-            bar.set_postfix(failed=len(report.failed))
             if report.computed == 0 and len(report.failed) >= ABORT_AFTER_FAILURES:
                 raise BatchError(f"the first {len(report.failed)} cases all failed, stopping (nothing "
                                  f"was marked done); first error: {next(iter(report.failed.values()))}")
@@ -155,7 +153,7 @@ def _write_results(results: Iterator[Outcome], plan: BatchPlan, store: Store, re
             report.computed += 1
             if on_case_written is not None:
                 on_case_written(res, report)
-        bar.update(1)
+        tick(report)
 
 
 def _close(client, cluster) -> None:

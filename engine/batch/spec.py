@@ -1,7 +1,7 @@
 """What a batch is: its arguments (:class:`BatchSpec`), the validated plan, results and reports.
 
 Plain, picklable values shared by the client (planning, the store, the run loop) and the
-workers (:mod:`engine.batch.worker`), plus the constants of the store layout and the
+workers (:mod:`zssd_engine.batch.worker`), plus the constants of the store layout and the
 per-case seed rule (:func:`case_seed`).
 """
 
@@ -22,7 +22,7 @@ __all__ = [
     "PARAMS_ATTR", "LAYOUT_VERSION", "LOCK_NAME", "DEFAULT_STEPS", "ABORT_AFTER_FAILURES",
 ]
 
-#: Methods ``zssd batch`` accepts, from the registry :data:`engine.methods.METHODS` (samplers first).
+#: Methods ``zssd batch`` accepts, from the registry :data:`zssd_engine.methods.METHODS` (samplers first).
 SAMPLER_METHODS: tuple[str, ...] = method_names(kind=DIFFUSION)
 DETERMINISTIC_METHODS: tuple[str, ...] = method_names(kind=CLASSICAL)
 METHODS: tuple[str, ...] = SAMPLER_METHODS + DETERMINISTIC_METHODS
@@ -72,7 +72,7 @@ class BatchSpec:
         ζ for ``zssd``/``dps`` (``None``: the tuned default for ``steps``, resolved once when the
         store is created and reused on resume).
     gcm_files
-        The user's own input files (``--gcm-file``; :func:`engine.user_files.open_gcm_files`); ``gcm``
+        The user's own input files (``--gcm-file``; :func:`zssd_engine.user_files.open_gcm_files`); ``gcm``
         is then their file-set name ``file:<stem>``.
     """
 
@@ -91,7 +91,7 @@ class BatchSpec:
 
     @property
     def files(self) -> dict | None:
-        """The ``files`` mapping of :func:`engine.pipeline.prepare_case` (``None`` without ``gcm_files``)."""
+        """The ``files`` mapping of :func:`zssd_engine.pipeline.prepare_case` (``None`` without ``gcm_files``)."""
         return {self.gcm: [Path(f) for f in self.gcm_files]} if self.gcm_files else None
 
     @property
@@ -123,17 +123,16 @@ class PriorRef:
         return self.path or self.kind
 
     def load(self):
-        """Load the prior (called once per process through :func:`engine.batch.worker.get_prior`)."""
-        if self.kind == "tiny":
-            from ..prior.model import Prior
+        """The prior, from the process's prior cache (:func:`zssd_engine.pipeline.load_prior`); a file is first
+        checked against the hashes the batch was planned with."""
+        from .. import pipeline
 
-            return Prior.tiny(self.seed)
+        if self.kind == "tiny":
+            return pipeline.load_prior("tiny", tiny_seed=self.seed)
         if self.kind == "file":
             if checkpoint_hashes(Path(self.path)) != (self.sha256, self.card_sha256):
                 raise BatchError(f"checkpoint {self.path} on this worker differs from the one the batch was "
                                  f"started with (weights SHA-256 {self.sha256[:12]}…)")
-            from .. import pipeline
-
             return pipeline.load_prior(self.path)
         raise BatchError(f"unknown prior reference kind {self.kind!r}")
 
@@ -175,7 +174,7 @@ class CaseResult:
 
 @dataclass
 class BatchReport:
-    """Outcome of :func:`engine.batch.run_batch`."""
+    """Outcome of :func:`zssd_engine.batch.run_batch`."""
 
     store: Path
     total: int

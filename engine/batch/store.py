@@ -8,7 +8,7 @@ Layout (Zarr format 2, consolidated metadata, CF-1.10 attributes, one chunk per 
     done (time) uint8, case_seed (time) int64, lat_bnds, lon_bnds
 
 Provenance goes to the global attributes; the run parameters, as JSON in
-:data:`~engine.batch.spec.PARAMS_ATTR`, are what a resumed run must match
+:data:`~zssd_engine.batch.spec.PARAMS_ATTR`, are what a resumed run must match
 (:func:`check_params`, the one place where they are compared).
 """
 

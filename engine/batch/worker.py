@@ -1,17 +1,15 @@
-"""The work of one case, as it runs on a Dask worker (or in-process): prior cache and :func:`compute_case`.
+"""The work of one case, as it runs on a Dask worker (or in-process): :func:`compute_case`.
 
-The prior is loaded on first use in each process and kept in a module-level cache keyed by
-:attr:`PriorRef.key` (checkpoint kind, path and SHA-256s), so a worker loads it once however
-many cases it computes.
+The prior comes from the process's one prior cache (:func:`zssd_engine.pipeline.load_prior`) after
+:meth:`PriorRef.load` has checked that the checkpoint on this worker is the one the batch was
+planned with, so a worker loads it once however many cases it computes.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time as _time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,25 +20,16 @@ from .spec import BatchError, BatchSpec, CaseResult, PriorRef, case_seed
 
 __all__ = ["CaseTask", "compute_case", "get_prior", "prior_loads"]
 
-_PRIORS: dict[str, Any] = {}
-_PRIOR_LOADS: list[str] = []
-_PRIOR_LOCK = threading.Lock()
-
-
 def get_prior(ref: PriorRef):
-    """The prior for ``ref``, loaded once per process (thread-safe module-level cache)."""
-    with _PRIOR_LOCK:
-        p = _PRIORS.get(ref.key)
-        if p is None:
-            p = ref.load()
-            _PRIORS[ref.key] = p
-            _PRIOR_LOADS.append(ref.key)
-        return p
+    """The prior for ``ref`` (checked against the plan; loaded once per process by the pipeline's cache)."""
+    return ref.load()
 
 
 def prior_loads() -> list[str]:
-    """Keys of the priors this process has loaded, in order (one entry per load)."""
-    return list(_PRIOR_LOADS)
+    """The priors this process has loaded, in order (one entry per load; :func:`zssd_engine.pipeline.prior_loads`)."""
+    from ..pipeline import prior_loads as loads
+
+    return loads()
 
 
 @dataclass(frozen=True)

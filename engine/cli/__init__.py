@@ -17,12 +17,12 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 
 #: sub-command -> module providing add_parser/run
 SUBCOMMANDS: dict[str, str] = {
-    "cases": "engine.cli.cases",
-    "downscale": "engine.cli.downscale",
-    "evaluate": "engine.cli.evaluate",
-    "train": "engine.cli.train",
-    "batch": "engine.cli.batch",
-    "serve": "engine.cli.serve",
+    "cases": "zssd_engine.cli.cases",
+    "downscale": "zssd_engine.cli.downscale",
+    "evaluate": "zssd_engine.cli.evaluate",
+    "train": "zssd_engine.cli.train",
+    "batch": "zssd_engine.cli.batch",
+    "serve": "zssd_engine.cli.serve",
 }
 
 

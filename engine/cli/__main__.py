@@ -1,5 +1,5 @@
-"""``python -m engine.cli …``: the ``zssd`` command (e.g. under ``torchrun`` for ``train``)."""
+"""``python -m zssd_engine.cli …``: the ``zssd`` command (e.g. under ``torchrun`` for ``train``)."""
 
-from engine.cli import main
+from zssd_engine.cli import main
 
 raise SystemExit(main())

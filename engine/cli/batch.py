@@ -1,4 +1,4 @@
-"""``zssd batch``: the command line of :mod:`engine.batch` (arguments → :class:`BatchSpec` → :func:`run_batch`)."""
+"""``zssd batch``: the command line of :mod:`zssd_engine.batch` (arguments → :class:`BatchSpec` → :func:`run_batch`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,31 @@ from ..batch import METHODS, BatchError, BatchSpec, run_batch
 from ..batch.spec import DEFAULT_STEPS
 from ..batch.store import count_done
 
-__all__ = ["add_parser", "run", "spec_from_args"]
+__all__ = ["add_parser", "run", "spec_from_args", "ProgressBar"]
+
+
+class ProgressBar:
+    """A tqdm bar on stderr fed by :func:`run_batch`'s ``progress`` callback (cases done of the store's)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar = None
+
+    def __call__(self, report) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None:  # the first call: the pending cases are counted
+            self.bar = tqdm(total=report.total, initial=report.skipped, unit="case", desc=self.desc,
+                            file=sys.stderr, dynamic_ncols=True)
+            return
+        self.bar.n = report.skipped + report.computed + len(report.failed)
+        if report.failed:
+            self.bar.set_postfix(failed=len(report.failed), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def add_parser(sub) -> None:
@@ -84,14 +108,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     spec = spec_from_args(args)
     out = Path(args.out)
+    bar = None if args.no_progress else ProgressBar(f"{spec.method} {spec.gcm}")
     try:
         rep = run_batch(spec, out, scheduler=args.scheduler, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, torch_threads=args.torch_threads,
-                        progress=not args.no_progress, command=_command(args))
+                        progress=bar, command=_command(args))
     except KeyboardInterrupt:
         print(f"zssd: interrupted; {_done_text(out)} time steps are complete in {out}; run the same command again "
               f"to resume", file=sys.stderr)
         return 130
+    finally:
+        if bar is not None:
+            bar.close()
     rate = f", {rep.cases_per_minute:.1f} cases/min" if rep.computed else ""
     print(f"{rep.store}: {rep.computed} computed, {rep.skipped} skipped, {len(rep.failed)} failed "
           f"in {rep.seconds:.1f} s{rate}")

@@ -1,4 +1,4 @@
-"""``zssd downscale``: one GCM field, one time, one region → a CF NetCDF file (through :mod:`engine.pipeline`).
+"""``zssd downscale``: one GCM field, one time, one region → a CF NetCDF file (through :mod:`zssd_engine.pipeline`).
 
 Everything is validated before any computation; the file is written atomically, so an error or
 Ctrl-C leaves nothing behind.

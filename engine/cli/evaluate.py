@@ -1,4 +1,4 @@
-"""``zssd evaluate``: score methods on held-out cases (:func:`engine.evaluate.evaluate`); JSON + Markdown table."""
+"""``zssd evaluate``: score methods on held-out cases (:func:`zssd_engine.evaluate.evaluate`); JSON + Markdown table."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``zssd train``: the command line of :mod:`engine.prior.train` (TOML config, overrides, resume; torchrun for DDP)."""
+"""``zssd train``: the command line of :mod:`zssd_engine.prior.train` (TOML config, overrides, resume; torchrun for DDP)."""
 
 from __future__ import annotations
 
@@ -41,13 +41,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The names ``engine.prior.train`` exported before the command line moved here.
+#: The names ``zssd_engine.prior.train`` exported before the command line moved here.
 add_train_parser = add_parser
 run_train = run
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m engine.prior.train --config FILE …`` (no ``zssd: error`` handling)."""
+    """Stand-alone entry point: ``python -m zssd_engine.prior.train --config FILE …`` (no ``zssd: error`` handling)."""
     ap = argparse.ArgumentParser(prog="zssd")
     sub = ap.add_subparsers(dest="command", required=True)
     add_parser(sub)

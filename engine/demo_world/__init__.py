@@ -3,7 +3,7 @@
 No reanalysis can be had in this project's sandbox, so the embedded demo's
 reference fields come from this generator.  Every view that shows them must
 label them as synthetic (:data:`SOURCE_LABEL`).  Real ERA5 goes through
-:mod:`engine.readers` instead.
+:mod:`zssd_engine.readers` instead.
 
 The fields are pure functions of ``(seed, time, lat, lon)``: the same point
 gets the same value whichever region it is evaluated in, and 6-hourly steps
@@ -36,7 +36,7 @@ Modules
 * :mod:`.tracks` — cyclone tracks, case studies and the Holland vortex;
 * :mod:`.world` — :class:`DemoWorld` (fields, datasets, catalog) and the ingredients of its fields.
 
-Every public name is importable from ``engine.demo_world``.
+Every public name is importable from ``zssd_engine.demo_world``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 climatology (:func:`_climatology`), the synoptic and mesoscale weather with its geostrophic,
 friction-turned wind (:func:`_synoptic`), the mean circulation (:func:`_surface_wind`), the
 temperature weather and the sea-level reduction (:func:`_temperature_and_msl`) and the active
-cyclones (:func:`engine.demo_world.tracks.add_cyclone`).  See :mod:`engine.demo_world`.
+cyclones (:func:`zssd_engine.demo_world.tracks.add_cyclone`).  See :mod:`zssd_engine.demo_world`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :func:`prepare_case` assembles a :class:`Case`; every input check happens here (or in the
 sampler constructors), before any expensive computation.  Also the method-name tuples the
-facade exposes (from the registry :data:`engine.methods.METHODS`) and the per-process demo
+facade exposes (from the registry :data:`zssd_engine.methods.METHODS`) and the per-process demo
 world (:func:`get_world`).
 """
 
@@ -29,7 +29,7 @@ __all__ = [
     "check_source", "get_world", "parse_region", "parse_time", "prepare_case", "reference_label",
 ]
 
-#: Method names by kind, from the registry :data:`engine.methods.METHODS`.
+#: Method names by kind, from the registry :data:`zssd_engine.methods.METHODS`.
 BASELINES: tuple[str, ...] = method_names(kind=CLASSICAL)
 DIFFUSION_METHODS: tuple[str, ...] = method_names(kind=DIFFUSION)
 #: Methods that take a guidance scale ζ (zssd-bc uses zssd's).
@@ -82,7 +82,7 @@ class Case:
     ``paired`` is True for the pseudo-GCMs and the ×6/×10/×20 tasks (the reference is the
     same demo-world state the GCM field was derived from) and for the real ``ERA5-x20``/``ERA5-x10``
     tasks (the reference is real ERA5 at its 1° points, a subset of the fine grid: scores are taken
-    at those points, :func:`engine.metrics.at_reference_points`); for a real GCM file or the
+    at those points, :func:`zssd_engine.metrics.at_reference_points`); for a real GCM file or the
     unpaired real sources the reference is the demo world at that date — an *unpaired* comparison.
     """
 

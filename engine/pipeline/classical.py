@@ -1,6 +1,6 @@
 """The classical methods of the pipeline: bilinear, bilinear + lapse rate, and BCSD with its training.
 
-BCSD (and the bias correction of ``zssd-bc``, :mod:`engine.bias_correction`) train on
+BCSD (and the bias correction of ``zssd-bc``, :mod:`zssd_engine.bias_correction`) train on
 (pseudo-)GCM/reference pairs of the case's calendar month and UTC hour from training years
 only (:func:`bcsd_training_times`), through the one training path :func:`train_paired_bcsd`
 (cache, training times, parallel pairs, the fit).
@@ -44,7 +44,7 @@ _BCSD_CACHE_SIZE = 8
 
 
 def train_paired_bcsd(case: Case, cache: "OrderedDict[tuple, Any]", pair: Callable, **bcsd_kwargs):
-    """A :class:`~engine.baselines.BCSD` trained on ``pair(t) -> (hist, ref)`` at the case's training times.
+    """A :class:`~zssd_engine.baselines.BCSD` trained on ``pair(t) -> (hist, ref)`` at the case's training times.
 
     The training times are :func:`bcsd_training_times` of the case's month and UTC hour (training
     years only); the model is cached in ``cache`` per (source, region, month, hour, world seed)
@@ -115,7 +115,7 @@ def baseline(case: Case, method: str) -> xr.Dataset:
     """A baseline downscaling of the case's GCM field on the fine grid (physical units, no time dim).
 
     ``"bilinear"``: NaN-aware bilinear interpolation.  ``"lapse"``: bilinear plus −6.5 K/km times
-    the elevation detail for t2m (:func:`engine.baselines.lapse_rate_downscale` with
+    the elevation detail for t2m (:func:`zssd_engine.baselines.lapse_rate_downscale` with
     :func:`coarse_elevation`).  ``"bcsd"``: BCSD trained on
     (pseudo-)GCM/reference pairs of the same calendar month and UTC hour from training
     years only (:func:`bcsd_training_times`), cached per (source, region, month, hour).

@@ -1,41 +1,83 @@
-"""Priors for the pipeline: the shipped demo checkpoint, loading (cached per process), checkpoint hashes."""
+"""Priors for the pipeline: the shipped demo checkpoint, the process's one prior cache, checkpoint hashes.
+
+Every caller in a process — the CLI, the evaluation, a batch worker, the dashboard's sessions — gets
+its prior from :func:`load_prior`, which keeps the last :data:`CACHE_SIZE` loaded priors keyed by the
+checkpoint's resolved path, the size, modification time and inode of its two files, and the device: a
+checkpoint rewritten on disk is loaded afresh, and two threads asking at once load it once.
+"""
 
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 from ..paths import ASSETS
 
-__all__ = ["DEFAULT_CHECKPOINT", "load_prior", "default_prior", "prior_sha256"]
+__all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
 
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
+CACHE_SIZE = 4
+
+_CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
+_LOADS: list[str] = []
+_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=4)
-def _load_prior_cached(path: str, device: str | None):
-    from ..prior.model import Prior
+def _stat(f: Path):
+    try:
+        return f.stat()
+    except OSError:
+        return None
 
-    kw = {} if device is None else {"device": device}
-    return Prior.load(path, **kw)
+
+def _file_key(path: Path) -> tuple:
+    from ..prior.checkpoint import resolve_checkpoint
+
+    card, weights = resolve_checkpoint(path)
+    stats = [(st.st_size, st.st_mtime_ns, st.st_ino) if (st := _stat(f)) else None for f in (card, weights)]
+    return (str(card.resolve()), *stats)
 
 
-def load_prior(path: str | os.PathLike | None = None, device: str | None = None):
-    """Load a checkpoint (``.safetensors`` + JSON card), cached per process.
+def load_prior(path: str | os.PathLike | None = None, device: str | None = None, tiny_seed: int = 0):
+    """Load a checkpoint (``.safetensors`` + JSON card) through the process's one cache.
 
-    ``path="tiny"`` gives ``Prior.tiny(0)`` — an *untrained* network for smoke tests only.
+    ``path="tiny"`` gives ``Prior.tiny(tiny_seed)`` — an *untrained* network for smoke tests only
+    (cached too, per seed).  ``None`` is :data:`DEFAULT_CHECKPOINT`.
     """
     from ..prior.model import Prior
 
-    if path is not None and str(path) == "tiny":
-        return Prior.tiny(0)
-    p = Path(path) if path is not None else DEFAULT_CHECKPOINT
-    if not p.exists():
-        hint = ("train one with `zssd train --config …` or pass --checkpoint PATH"
-                if path is None else "check the path")
-        raise FileNotFoundError(f"prior checkpoint {p} not found; {hint}")
-    return _load_prior_cached(str(p.resolve()), device)
+    tiny = path is not None and str(path) == "tiny"
+    if tiny:
+        key: tuple = ("tiny", int(tiny_seed), device)
+    else:
+        p = Path(path) if path is not None else DEFAULT_CHECKPOINT
+        if not p.exists():
+            hint = ("train one with `zssd train --config …` or pass --checkpoint PATH"
+                    if path is None else "check the path")
+            raise FileNotFoundError(f"prior checkpoint {p} not found; {hint}")
+        key = (*_file_key(p), device)
+    with _LOCK:  # held while loading, so a second caller waits for the first load instead of repeating it
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+        if tiny:
+            prior = Prior.tiny(int(tiny_seed)) if device is None else Prior.tiny(int(tiny_seed)).to(device)
+        else:
+            prior = Prior.load(p, **({} if device is None else {"device": device}))
+        _CACHE[key] = prior
+        _LOADS.append(str(key[0]) if not tiny else f"tiny-{tiny_seed}")
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+        return prior
+
+
+def prior_loads() -> list[str]:
+    """The checkpoints this process has loaded from disk (or built, ``tiny-SEED``), one entry per load."""
+    with _LOCK:
+        return list(_LOADS)
 
 
 def default_prior(device: str | None = None):

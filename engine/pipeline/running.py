@@ -17,7 +17,7 @@ __all__ = ["sampler", "run_method", "guidance_default"]
 
 def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, seed: int = 0,
             guidance_scale: float | None = None, **kw) -> Iterator:
-    """A generator of :class:`engine.samplers.StepState` for a diffusion method.
+    """A generator of :class:`zssd_engine.samplers.StepState` for a diffusion method.
 
     Extra keywords go to the sampler (``guidance_schedule``, ``eta``; DDRM: ``eta``, ``eta_b``,
     ``sigma_y``).  Validation happens now, before any step is computed.

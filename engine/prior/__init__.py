@@ -1,7 +1,7 @@
 """Diffusion prior: noise schedules, the conditional U-Net, the :class:`Prior` bundle and its trainer.
 
-``engine.prior.train`` (the trainer, :func:`~engine.prior.train.train`) is imported on demand; its command
-line ``zssd train --config FILE`` is :mod:`engine.cli.train`.
+``zssd_engine.prior.train`` (the trainer, :func:`~zssd_engine.prior.train.train`) is imported on demand; its command
+line ``zssd train --config FILE`` is :mod:`zssd_engine.cli.train`.
 """
 
 from .schedule import DiffusionSchedule, cosine_betas, linear_betas, predict_x0, q_sample, respace

@@ -95,9 +95,9 @@ class TrainConfig:
         the schedule and the normalisation statistics start fresh.
     variable_weights
         Per-variable loss weights λ_c, e.g. ``{t2m = 1, msl = 2, u10 = 1.5, v10 = 1.5}`` (a TOML
-        table; missing variables weigh 1; empty: all equal).  See :func:`~engine.prior.loss.diffusion_loss`.
+        table; missing variables weigh 1; empty: all equal).  See :func:`~zssd_engine.prior.loss.diffusion_loss`.
     unet
-        Network configuration (:class:`~engine.prior.network.UNetConfig`).
+        Network configuration (:class:`~zssd_engine.prior.network.UNetConfig`).
     """
 
     data: str = "demo"

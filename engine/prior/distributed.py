@@ -31,7 +31,7 @@ def dist_info() -> tuple[int, int, int]:
 def select_device(device: str, local_rank: int) -> torch.device:
     """The training device for a config's ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``) on this rank.
 
-    ``"auto"`` takes CUDA when :func:`engine.prior.model.default_device` does; a CUDA rank uses
+    ``"auto"`` takes CUDA when :func:`zssd_engine.prior.model.default_device` does; a CUDA rank uses
     GPU ``local_rank`` (modulo the GPUs present).  ``ValueError`` if CUDA is asked for but absent.
     """
     if device == "cpu":

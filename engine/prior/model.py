@@ -1,24 +1,15 @@
-"""The :class:`Prior`: EMA network + noise schedule + normalisation, and its checkpoint format.
+"""The :class:`Prior`: EMA network + noise schedule + normalisation.
 
-A checkpoint is two files side by side:
-
-* ``<name>.safetensors`` — the EMA state dict of :class:`~engine.prior.network.ConditionalUNet`
-  (float32; loaded with :func:`safetensors.torch.load_file`, never unpickled);
-* ``<name>.json`` — the model card: network config, noise schedule, variables
-  and their normalisation statistics, the training data split, steps, loss
-  curve, wall time, machine, torch version and the SHA-256 of the weights.
-
-Loading validates everything and raises :class:`CheckpointError` (a
-``ValueError``) with a message naming the file and the problem.
+Its checkpoint (a ``.safetensors`` of weights beside a ``.json`` model card) is written by
+:meth:`Prior.save` and read by :meth:`Prior.load`; the format, its validation and the
+:class:`CheckpointError` messages (naming the file and the problem) are in :mod:`zssd_engine.prior.checkpoint`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,18 +21,11 @@ import torch
 from ..conditioning import STATIC_CHANNELS, TIME_FEATURES, static_channels, time_features
 from ..variables import VARIABLE_INFO, VARIABLES
 from .network import ConditionalUNet, UNetConfig
+from .checkpoint import (CARD_FORMAT, CARD_VERSION, CheckpointError, _atomic_write_bytes, read_card,  # noqa: F401
+                         read_weights, resolve_checkpoint, sha256_file)
 from .schedule import PARAMETERIZATIONS, DiffusionSchedule, cosine_betas, eps_from_v, predict_x0
 
 __all__ = ["Prior", "CheckpointError", "Conditioning", "CARD_FORMAT", "default_device", "resolve_checkpoint", "sha256_file"]
-
-CARD_FORMAT = "zssd-prior"
-CARD_VERSION = 1
-DEFAULT_NAME = "prior"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: missing/corrupt file, card and weights disagree, …"""
-
 
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
@@ -57,57 +41,6 @@ class Conditioning:
 
     def to(self, device: torch.device | str) -> "Conditioning":
         return Conditioning(self.static.to(device), self.time_feats.to(device))
-
-
-def resolve_checkpoint(path: str | os.PathLike, for_write: bool = False) -> tuple[Path, Path]:
-    """``(card.json, weights.safetensors)`` for a directory, a ``.json`` or a ``.safetensors`` path.
-
-    When reading, a directory must hold ``prior.json`` or exactly one ``*.json``
-    card; when writing, a directory gets ``prior.json``/``prior.safetensors``.
-    """
-    p = Path(path)
-    if p.suffix in (".json", ".safetensors"):
-        stem = p.with_suffix("")
-        return stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    if for_write and (p.is_dir() or not p.exists()):
-        return p / f"{DEFAULT_NAME}.json", p / f"{DEFAULT_NAME}.safetensors"
-    if p.is_dir():
-        card = p / f"{DEFAULT_NAME}.json"
-        if not card.exists():
-            cards = sorted(p.glob("*.json"))
-            if len(cards) == 1:
-                card = cards[0]
-            elif len(cards) > 1:
-                raise CheckpointError(f"checkpoint directory {str(p)!r} holds several model cards "
-                                      f"{[c.name for c in cards]}; pass the .json file to use")
-            else:
-                raise CheckpointError(f"no model card (*.json) in checkpoint directory {str(p)!r}")
-        return card, card.with_suffix(".safetensors")
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {str(p)!r} not found (expected a directory, a .json card or a "
-                              f".safetensors file)")
-    raise CheckpointError(f"checkpoint path {str(p)!r} must be a directory, a .json card or a .safetensors file")
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then ``os.replace`` (readers never see a partial file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _as_tensor(x: Any, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -126,7 +59,7 @@ class Prior:
     schedule
         Training noise schedule.
     variables
-        Channel names, in order (default :data:`engine.variables.VARIABLES`).
+        Channel names, in order (default :data:`zssd_engine.variables.VARIABLES`).
     mean, std
         Per-variable normalisation statistics in physical units, ``[C]``.
     meta
@@ -328,94 +261,10 @@ class Prior:
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str | None = None) -> "Prior":
         """Load a checkpoint written by :meth:`save` (validated; see :class:`CheckpointError`)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         card_path, w_path = resolve_checkpoint(path)
-        where = f"checkpoint {str(card_path)!r}"
-        if not card_path.exists():
-            raise CheckpointError(f"model card {str(card_path)!r} not found (a checkpoint needs both "
-                                  f"{card_path.name} and {w_path.name})")
-        try:
-            card = json.loads(card_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{where}: model card is not valid JSON ({exc})") from None
-        if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-            raise CheckpointError(f"{where}: not a ZSSD prior card (expected \"format\": \"{CARD_FORMAT}\")")
-        if int(card.get("format_version", 0)) > CARD_VERSION:
-            raise CheckpointError(f"{where}: card format_version {card.get('format_version')} is newer than "
-                                  f"this code supports ({CARD_VERSION})")
-        for key in ("variables", "unet", "schedule"):
-            if key not in card:
-                raise CheckpointError(f"{where}: model card has no {key!r} entry")
-        variables = tuple(card["variables"])
-        norm = card.get("normalization")
-        if not isinstance(norm, dict) or "mean" not in norm or "std" not in norm:
-            raise CheckpointError(f"{where}: model card has no normalisation statistics "
-                                  f"(\"normalization\": {{\"mean\": [...], \"std\": [...]}})")
-        try:
-            mean = [float(v) for v in norm["mean"]]
-            std = [float(v) for v in norm["std"]]
-        except (TypeError, ValueError):
-            raise CheckpointError(f"{where}: normalisation statistics must be lists of numbers") from None
-        if len(mean) != len(variables) or len(std) != len(variables):
-            raise CheckpointError(f"{where}: normalisation statistics have {len(mean)} means and {len(std)} "
-                                  f"stds for {len(variables)} variables {list(variables)}")
-        if not all(math.isfinite(m) for m in mean) or not all(math.isfinite(s) and s > 0 for s in std):
-            raise CheckpointError(f"{where}: normalisation means must be finite and stds positive, "
-                                  f"got mean={mean}, std={std}")
-        try:
-            cfg = UNetConfig.from_dict(card["unet"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: invalid network config: {exc}") from None
-        if cfg.in_vars != len(variables):
-            raise CheckpointError(f"{where}: network config predicts {cfg.in_vars} variables but the card "
-                                  f"lists {len(variables)}: {list(variables)}")
-        try:
-            schedule = DiffusionSchedule.from_spec(card["schedule"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: invalid noise schedule {card['schedule']!r}: {exc}") from None
-        # ----- weights
-        if not w_path.exists():
-            raise CheckpointError(f"{where}: weights file {str(w_path)!r} not found")
-        expected = (card.get("weights") or {}).get("sha256")
-        if expected:
-            actual = sha256_file(w_path)
-            if actual != expected:
-                raise CheckpointError(f"{where}: weights file {w_path.name} is corrupt or was modified: "
-                                      f"sha256 {actual[:16]}… does not match the card's {expected[:16]}…")
-        try:
-            sd = load_file(str(w_path), device="cpu")
-        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{where}: cannot read weights file {w_path.name} "
-                                  f"(corrupt or truncated safetensors): {exc}") from None
-        net = ConditionalUNet(cfg)
-        ref = net.state_dict()
-        missing = sorted(set(ref) - set(sd))
-        unexpected = sorted(set(sd) - set(ref))
-        shape_bad = [f"{k} {tuple(sd[k].shape)} vs config {tuple(ref[k].shape)}"
-                     for k in sorted(set(ref) & set(sd)) if sd[k].shape != ref[k].shape]
-        if missing or unexpected or shape_bad:
-            parts = []
-            if missing:
-                parts.append(f"missing keys {_few(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys {_few(unexpected)}")
-            if shape_bad:
-                parts.append(f"shape mismatch {_few(shape_bad)}")
-            raise CheckpointError(f"{where}: weights do not match the network config: " + "; ".join(parts))
-        bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            raise CheckpointError(f"{where}: weights contain NaN/inf in {_few(bad)}")
-        net.load_state_dict({k: v.to(ref[k].dtype) for k, v in sd.items()})
-        param = card.get("parameterization", "eps")
-        if param not in PARAMETERIZATIONS:
-            raise CheckpointError(f"{where}: unknown parameterization {param!r} (known: {', '.join(PARAMETERIZATIONS)})")
-        prior = cls(net, schedule, variables, mean, std, meta=card.get("training") or {}, parameterization=param)
-        prior.card_data = card
+        card = read_card(card_path, w_path)
+        net = read_weights(card_path, w_path, card)
+        prior = cls(net, card.schedule, card.variables, card.mean, card.std, meta=card.data.get("training") or {},
+                    parameterization=card.parameterization)
+        prior.card_data = card.data
         return prior.to(device if device is not None else default_device())
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    s = ", ".join(items[:n])
-    return f"[{s}{', …' if len(items) > n else ''}] ({len(items)} in all)" if len(items) > n else f"[{s}]"

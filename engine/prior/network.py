@@ -5,12 +5,12 @@ Dhariwal & Nichol 2021, shrunk for CPU training):
 
 * **Input** — the noisy state ``x_t`` (4 normalised variables) concatenated
   with the static channels (elevation, land fraction, sin/cos lat/lon/local
-  solar hour; :data:`engine.conditioning.STATIC_CHANNELS`).
+  solar hour; :data:`zssd_engine.conditioning.STATIC_CHANNELS`).
 * **Diffusion step** — sinusoidal embedding of ``t`` → 2-layer MLP → ``temb``,
   injected in every residual block as a scale-shift (FiLM) on the second
   GroupNorm: ``h ← GN(h)·(1 + s(temb)) + b(temb)`` (Dhariwal & Nichol 2021, "AdaGN").
 * **Cyclic time** — month / day-of-year / hour (each a sin/cos pair,
-  :data:`engine.conditioning.TIME_FEATURES`) become one token each (a linear
+  :data:`zssd_engine.conditioning.TIME_FEATURES`) become one token each (a linear
   projection plus a learned type embedding), joined by a token for the
   diffusion step; image features attend to these tokens through
   cross-attention blocks at the coarse levels (``attn_levels``).

@@ -204,7 +204,7 @@ def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float | torch.T
     """The clean estimate ``x̂₀ = (x_t − √(1 − ᾱ) ε) / √ᾱ``  (Ho et al. eq. 15).
 
     The one place x̂₀ is computed from ``(x_t, ε)``: :func:`predict_x0`, :meth:`Prior.x0_from_eps
-    <engine.prior.model.Prior.x0_from_eps>` and the samplers (:func:`engine.samplers.contract.denoise`)
+    <zssd_engine.prior.model.Prior.x0_from_eps>` and the samplers (:func:`zssd_engine.samplers.contract.denoise`)
     call it.  A v-network's output is first turned into ε (:func:`eps_from_v`, inside ``Prior.eps``).
 
     Parameters

@@ -1,6 +1,6 @@
 """Training of the diffusion prior: ``zssd train --config FILE [--resume PATH] [--steps N]``.
 
-The objective (:func:`engine.prior.loss.diffusion_loss`, a function of its own) is the simplified
+The objective (:func:`zssd_engine.prior.loss.diffusion_loss`, a function of its own) is the simplified
 DDPM loss (Ho et al. 2020, eq. 14)
 
     L = E_{x₀, t, ε} ‖ε − ε_θ(√ᾱ_t x₀ + √(1−ᾱ_t) ε, t | statics, time)‖²,
@@ -8,7 +8,7 @@ DDPM loss (Ho et al. 2020, eq. 14)
 optionally with min-SNR-γ weighting (Hang et al. 2023: ``w_t = min(SNR_t, γ)/SNR_t`` for
 ε-prediction), on random crops of the normalised state.  AdamW with linear
 warm-up and cosine decay, gradient clipping, an exponential moving average of
-the weights (the EMA network is what :class:`~engine.prior.model.Prior` ships).
+the weights (the EMA network is what :class:`~zssd_engine.prior.model.Prior` ships).
 With ``parameterization = "v"`` (the shipped demo prior) the target is
 v = √ᾱ_t ε − √(1−ᾱ_t) x₀ instead, with weights ``min(SNR_t, γ)/(SNR_t + 1)``.
 
@@ -22,9 +22,9 @@ it uses DDP (gloo on CPU, nccl on CUDA), every rank draws its own crops
 (``batch`` is per rank) and only rank 0 writes files.
 
 Where things live: the config (a TOML file, flat keys plus an optional ``[unet]`` table) is
-:class:`engine.prior.config.TrainConfig`, the loss
-:func:`engine.prior.loss.diffusion_loss`, the data streams and the per-step batch schedule
-:mod:`engine.data_stream`, the DDP set-up :mod:`engine.prior.distributed`; this module holds
+:class:`zssd_engine.prior.config.TrainConfig`, the loss
+:func:`zssd_engine.prior.loss.diffusion_loss`, the data streams and the per-step batch schedule
+:mod:`zssd_engine.data_stream`, the DDP set-up :mod:`zssd_engine.prior.distributed`; this module holds
 the run itself (state, optimisation step, checkpoints, resumption).
 """
 
@@ -443,7 +443,7 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
     return TrainResult(run.make_prior(), run.losses, run.step, card_path, state_path, run.elapsed)
 
 
-if __name__ == "__main__":  # ``python -m engine.prior.train --config FILE …``; the command line is engine.cli.train
-    from engine.cli.train import main
+if __name__ == "__main__":  # ``python -m zssd_engine.prior.train --config FILE …``; the command line is zssd_engine.cli.train
+    from zssd_engine.cli.train import main
 
     raise SystemExit(main())

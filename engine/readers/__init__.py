@@ -2,22 +2,22 @@
 
 Every reader returns an :class:`xarray.Dataset` with
 
-* our variable names ``t2m, msl, u10, v10`` (:data:`engine.variables.VARIABLES`),
+* our variable names ``t2m, msl, u10, v10`` (:data:`zssd_engine.variables.VARIABLES`),
 * coordinates named ``time``, ``lat``, ``lon`` (latitude order as in the file),
 * canonical units ``K``, ``Pa``, ``m s-1`` (convertible units are converted and
   the conversion is recorded in the variable's ``units_note`` attribute),
 * values checked against a physical range,
 
-and raises :class:`engine.errors.DataError` with a message naming the file,
+and raises :class:`zssd_engine.errors.DataError` with a message naming the file,
 the variable, the unit and the range when something is wrong.
 
 CMIP times are decoded with cftime for every calendar (``noleap``,
 ``360_day``, ``proleptic_gregorian``, ``standard`` …), so
 :func:`select_time` accepts dates such as ``2005-02-30`` in a 360-day file.
 
-Modules: :mod:`~engine.readers.era5` (:func:`open_era5`), :mod:`~engine.readers.cmip`
-(:func:`open_cmip`, :func:`open_mpi_esm_lr`), :mod:`~engine.readers.times` (:func:`select_time`)
-and :mod:`~engine.readers.checks` (units, physical ranges, coordinates).
+Modules: :mod:`~zssd_engine.readers.era5` (:func:`open_era5`), :mod:`~zssd_engine.readers.cmip`
+(:func:`open_cmip`, :func:`open_mpi_esm_lr`), :mod:`~zssd_engine.readers.times` (:func:`select_time`)
+and :mod:`~zssd_engine.readers.checks` (units, physical ranges, coordinates).
 """
 
 from __future__ import annotations

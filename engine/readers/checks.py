@@ -1,4 +1,4 @@
-"""Units, physical ranges and coordinates: the checks every reader of :mod:`engine.readers` applies.
+"""Units, physical ranges and coordinates: the checks every reader of :mod:`zssd_engine.readers` applies.
 
 * :func:`standardize_units` converts to the canonical units ``K``, ``Pa``, ``m s-1``
   (recording the conversion in ``units_note``);

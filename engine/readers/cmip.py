@@ -29,7 +29,7 @@ _Grid = tuple[Path, np.ndarray, np.ndarray]
 
 
 def assets_gcm_dir() -> Path:
-    """``gcm/`` of the demo pack (:data:`engine.paths.ASSETS`), where the real CMIP5 files are shipped."""
+    """``gcm/`` of the demo pack (:data:`zssd_engine.paths.ASSETS`), where the real CMIP5 files are shipped."""
     return ASSETS / "gcm"
 
 

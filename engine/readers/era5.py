@@ -1,4 +1,4 @@
-"""ERA5 reader: CDS NetCDF, GRIB (through :mod:`engine.grib`) and ARCO/WeatherBench2 Zarr stores."""
+"""ERA5 reader: CDS NetCDF, GRIB (through :mod:`zssd_engine.grib`) and ARCO/WeatherBench2 Zarr stores."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def open_era5(path: str | os.PathLike, require: Sequence[str] = ()) -> xr.Datase
     path
         A NetCDF file (CDS: variables ``t2m``/``2t``, ``msl``, ``u10``, ``v10``;
         coordinates ``latitude``, ``longitude``, ``valid_time`` or ``time``),
-        a GRIB file (CDS GRIB, IFS/TIGGE; read by :func:`engine.grib.open_grib`
+        a GRIB file (CDS GRIB, IFS/TIGGE; read by :func:`zssd_engine.grib.open_grib`
         through cfgrib, reduced Gaussian rows interpolated per row), or a zarr
         store v2/v3 (a directory whose name ends in ``.zarr``; ARCO/WB2 names
         ``2m_temperature``, ``mean_sea_level_pressure``,

@@ -1,12 +1,12 @@
 """Posterior samplers over the prior's denoiser: ZSSD (Unified Coordinate Guidance), vanilla DPS, DDRM.
 
-Modules: :mod:`~engine.samplers.contract` (the denoiser contract, :class:`StepState`),
-:mod:`~engine.samplers.observation` (grids, GCM values, :class:`Observation`),
-:mod:`~engine.samplers.respacing` (timesteps, the ancestral step), :mod:`~engine.samplers.inputs`
-(checks shared by every sampler), :mod:`~engine.samplers.guidance` (:func:`dps_correction`,
-:func:`guided_loop`), :mod:`~engine.samplers.guidance_table` (the tuned ζ), :mod:`~engine.samplers.trajectory`
-(recording a run), and one module per method: :mod:`~engine.samplers.zssd`, :mod:`~engine.samplers.dps`,
-:mod:`~engine.samplers.ddrm`.
+Modules: :mod:`~zssd_engine.samplers.contract` (the denoiser contract, :class:`StepState`),
+:mod:`~zssd_engine.samplers.observation` (grids, GCM values, :class:`Observation`),
+:mod:`~zssd_engine.samplers.respacing` (timesteps, the ancestral step), :mod:`~zssd_engine.samplers.inputs`
+(checks shared by every sampler), :mod:`~zssd_engine.samplers.guidance` (:func:`dps_correction`,
+:func:`guided_loop`), :mod:`~zssd_engine.samplers.guidance_table` (the tuned ζ), :mod:`~zssd_engine.samplers.trajectory`
+(recording a run), and one module per method: :mod:`~zssd_engine.samplers.zssd`, :mod:`~zssd_engine.samplers.dps`,
+:mod:`~zssd_engine.samplers.ddrm`.
 
 Every sampler is called as ``sample_X(prior, gcm, fine, static, time_feats, *, steps, members, seed, …)``,
 validates its input eagerly (``ValueError``/``GridError`` before any computation) and returns a generator of
@@ -49,7 +49,7 @@ def sample_unconditional(prior: Denoiser, gcm, fine: LatLonGrid, static, time_fe
                        min_alpha_bar=min_alpha_bar)
 
 
-#: Diffusion samplers by method name (the baselines live in :mod:`engine.baselines`).
+#: Diffusion samplers by method name (the baselines live in :mod:`zssd_engine.baselines`).
 SAMPLERS: dict[str, Callable[..., Iterator[StepState]]] = {
     "zssd": sample_zssd,
     "dps": sample_dps,

@@ -1,6 +1,6 @@
 """The denoiser contract, the clean estimate it gives and the step record every sampler yields.
 
-* :class:`Denoiser` — what a sampler needs from the prior (:class:`engine.prior.model.Prior`
+* :class:`Denoiser` — what a sampler needs from the prior (:class:`zssd_engine.prior.model.Prior`
   provides it; tests may pass any object that satisfies it).
 * :func:`denoise` — ``(ε, x̂0)`` at ``x_t`` with the optional clamp of ``x̂0``.
 * :class:`StepState` — one step of a posterior sampler (the last one holds the result).
@@ -26,7 +26,7 @@ X0_CLIP = 20.0
 
 
 class Denoiser(Protocol):
-    """What a sampler needs from the prior (see :class:`engine.prior.model.Prior`)."""
+    """What a sampler needs from the prior (see :class:`zssd_engine.prior.model.Prior`)."""
 
     device: torch.device
     variables: Sequence[str]
@@ -54,7 +54,7 @@ def denoise(prior: Denoiser, x_t: torch.Tensor, t_vec: torch.Tensor, a_t: float,
             time_feats: torch.Tensor, x0_clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ε, x̂0)`` at ``x_t``.
 
-    ``x̂0`` comes from :func:`engine.prior.schedule.x0_from_eps` (the one place it is computed).
+    ``x̂0`` comes from :func:`zssd_engine.prior.schedule.x0_from_eps` (the one place it is computed).
     With ``x0_clip`` the estimate is clamped to ``±x0_clip`` (normalised units) and ε recomputed
     from it, so the ancestral step stays consistent (as guided-diffusion does).
 
@@ -69,7 +69,7 @@ def denoise(prior: Denoiser, x_t: torch.Tensor, t_vec: torch.Tensor, a_t: float,
     a_t
         ``ᾱ_t`` (one timestep for the whole batch).
     static, time_feats
-        Batched conditioning (:func:`engine.samplers.inputs.expand_conditioning`).
+        Batched conditioning (:func:`zssd_engine.samplers.inputs.expand_conditioning`).
     x0_clip
         The clamp (``None``: off).
 

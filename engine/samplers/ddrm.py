@@ -93,11 +93,11 @@ def sample_ddrm(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Observation noise std in the prior's normalised units (0 = noiseless: the
         result's block means equal the GCM values exactly).
     x0_clip
-        Clamp of ``x̂0`` in normalised units (``None``: off); see :func:`engine.samplers.contract.denoise`.
+        Clamp of ``x̂0`` in normalised units (``None``: off); see :func:`zssd_engine.samplers.contract.denoise`.
     min_alpha_bar
-        First timestep of the chain (see :func:`engine.samplers.respacing.respaced_timesteps`).
+        First timestep of the chain (see :func:`zssd_engine.samplers.respacing.respaced_timesteps`).
 
-    Other parameters as :func:`engine.samplers.zssd.sample_zssd`.  All checks run
+    Other parameters as :func:`zssd_engine.samplers.zssd.sample_zssd`.  All checks run
     before the generator is returned.
     """
     validate_common(prior, fine, steps, members, eta)

@@ -48,7 +48,7 @@ def sample_dps(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, st
                members: int = 1, seed: int = 0, guidance_scale: float | None = None,
                guidance_schedule: str = "constant", eta: float = 1.0,
                x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None) -> Iterator[StepState]:
-    """Vanilla DPS posterior samples; parameters as :func:`engine.samplers.zssd.sample_zssd`."""
+    """Vanilla DPS posterior samples; parameters as :func:`zssd_engine.samplers.zssd.sample_zssd`."""
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
     obs = native_observation(prior, gcm, fine)

@@ -1,9 +1,9 @@
 """Guided ancestral sampling: the DPS/UCG gradient step and the loop that applies it.
 
 ZSSD (Unified Coordinate Guidance) and vanilla DPS share this loop and differ only in their
-:class:`~engine.samplers.observation.Observation`; ``obs=None`` or ``ζ = 0`` is unguided
+:class:`~zssd_engine.samplers.observation.Observation`; ``obs=None`` or ``ζ = 0`` is unguided
 ancestral sampling.  Samplers are Python generators yielding one
-:class:`~engine.samplers.contract.StepState` per step; the last one holds the result.  Closing
+:class:`~zssd_engine.samplers.contract.StepState` per step; the last one holds the result.  Closing
 the generator (``.close()``) stops the run; randomness comes from one seeded
 :class:`torch.Generator`.
 """
@@ -70,10 +70,10 @@ def dps_correction(x_prime: torch.Tensor, x_t: torch.Tensor, misfit: torch.Tenso
     i.e. ``x_{t−1} ← x'_{t−1} − ζ_t ∇_{x_t} ‖W^{1/2}(y − A(x̂0(x_t)))‖`` where, exactly as the code does:
 
     * ``x'_{t'}`` (``x_prime``) is the unguided respaced ancestral step from ``x_t`` to the next
-      timestep ``t'`` of the respaced chain (:func:`~engine.samplers.respacing.ddim_step`; DDPM for
+      timestep ``t'`` of the respaced chain (:func:`~zssd_engine.samplers.respacing.ddim_step`; DDPM for
       η = 1), built from the same ``(ε̂, x̂0)``; ``t'`` is the paper's ``t − 1``.
     * ``x̂0(x_t) = (x_t − sqrt(1 − ᾱ_t) ε_θ(x_t, t)) / sqrt(ᾱ_t)``, clamped to ``±x0_clip``
-      (:func:`~engine.samplers.contract.denoise`); the gradient flows back through the clamp
+      (:func:`~zssd_engine.samplers.contract.denoise`); the gradient flows back through the clamp
       and the network.
     * ``‖·‖_b`` is the plain (unsquared) L2 norm of member ``b``'s weighted residual over all
       channels and observed cells (``misfit`` = :meth:`Observation.misfit`, computed as
@@ -124,7 +124,7 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
     """Respaced ancestral sampling with DPS-style guidance (Chung et al. 2023, Alg. 1).
 
     Each step evaluates the denoiser at ``x_t`` (with autograd when guided), takes the
-    unguided ancestral step (:func:`~engine.samplers.respacing.ddim_step`) and, when guided,
+    unguided ancestral step (:func:`~zssd_engine.samplers.respacing.ddim_step`) and, when guided,
     applies :func:`dps_correction` with ``ζ_t = effective_scale(ζ, shape) · guidance_factor(…)``.
     ``obs=None`` or ``ζ = 0`` gives unguided ancestral sampling (no backpropagation).  The
     graph is dropped after every step.  The noise of step ``i`` and the initial ``x_T`` are
@@ -169,7 +169,7 @@ def run_guided(prior: Denoiser, obs: Observation, static, time_feats, fine: LatL
                eta: float, x0_clip: float | None, min_alpha_bar: float | None) -> Iterator[StepState]:
     """Batch the conditioning, resolve ζ (``None``: the tuned :func:`default_guidance_scale` of
     ``method``) and return :func:`guided_loop` — the common tail of :func:`sample_zssd
-    <engine.samplers.zssd.sample_zssd>` and :func:`sample_dps <engine.samplers.dps.sample_dps>`."""
+    <zssd_engine.samplers.zssd.sample_zssd>` and :func:`sample_dps <zssd_engine.samplers.dps.sample_dps>`."""
     static_b, tf_b = expand_conditioning(prior, static, time_feats, members, fine.shape)
     zeta = default_guidance_scale(method, steps) if guidance_scale is None else float(guidance_scale)
     return guided_loop(prior, obs, static_b, tf_b, fine.shape, steps=steps, members=members, seed=seed,

@@ -2,7 +2,7 @@
 
 ``guidance_defaults.json`` (next to this module) is written by ``benchmarks/tune_guidance.py
 --install`` from training-year cases only; :func:`default_guidance_scale` log-interpolates it
-in the step count.  ζ is quoted for a 128 x 128 region (:func:`engine.samplers.guidance.effective_scale`
+in the step count.  ζ is quoted for a 128 x 128 region (:func:`zssd_engine.samplers.guidance.effective_scale`
 rescales it to the region's size).
 """
 

@@ -51,7 +51,7 @@ def start_timestep(alphas_cumprod, min_alpha_bar: float | None = None) -> int:
 def respaced_timesteps(n_steps: int, T: int, t_start: int | None = None) -> list[int]:
     """Evenly spaced training timesteps, descending from ``t_start`` (default ``T − 1``) to ``0``.
 
-    With ``t_start = T − 1`` this is :func:`engine.prior.schedule.respace`.  The samplers pass
+    With ``t_start = T − 1`` this is :func:`zssd_engine.prior.schedule.respace`.  The samplers pass
     :func:`start_timestep`: at the first timesteps of a cosine schedule ᾱ is ~1e-9, and an
     ε-network's clean estimate ``x̂0 = (x_t − sqrt(1−ᾱ) ε̂)/sqrt(ᾱ)`` carries its ε error times
     ``σ_t = sqrt((1−ᾱ)/ᾱ)`` (≈ 2·10⁴ at t = 999): the first ancestral step would inject it.

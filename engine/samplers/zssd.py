@@ -13,10 +13,10 @@ of a coarse residual's gradient — why vanilla DPS fades at ×20).
   clipped to the fine grid's outer bounds, so the means of ``Y`` and of
   ``x̂0`` in every cell cover exactly the same area.
 * ``A_high = bilinear(coarse → fine) ∘ conservative(fine → coarse)``
-  (:func:`engine.operators.ucg_operator`).
+  (:func:`zssd_engine.operators.ucg_operator`).
 * ``y_high = bilinear(coarse → fine)(conservative(native → coarse)(Y))``
   (NaN-aware).
-* Each step (Chung et al. 2023, Alg. 1; :func:`engine.samplers.guidance.dps_correction`):
+* Each step (Chung et al. 2023, Alg. 1; :func:`zssd_engine.samplers.guidance.dps_correction`):
   ``x_{t'} = DDPM_step(x_t, ε_θ) − ζ_t ∇_{x_t} ‖W^{1/2}(A_high(x̂0(x_t)) − y_high)‖`` with ``W``
   the cos φ weights (mean 1), in the prior's normalised units; variables missing from ``Y``
   (e.g. ``msl`` in the real MPI-ESM-LR file) are left unguided.
@@ -67,9 +67,9 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     Parameters
     ----------
     prior
-        The denoiser (:class:`engine.prior.model.Prior`).
+        The denoiser (:class:`zssd_engine.prior.model.Prior`).
     gcm
-        ``xr.Dataset`` on the GCM's native cells covering the region (:func:`engine.gcm.gcm_field`).
+        ``xr.Dataset`` on the GCM's native cells covering the region (:func:`zssd_engine.gcm.gcm_field`).
     fine
         The 0.25° grid of the region (``era5_grid().select(region)[0]``).
     static, time_feats
@@ -85,10 +85,10 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     unified_res
         Resolution of the unified grid (default 5°, the paper's).
     x0_clip
-        Clamp of ``x̂0`` in normalised units (``None``: off); see :func:`engine.samplers.contract.denoise`.
+        Clamp of ``x̂0`` in normalised units (``None``: off); see :func:`zssd_engine.samplers.contract.denoise`.
     min_alpha_bar
         The chain starts at the last timestep with ``ᾱ ≥ min_alpha_bar`` (default
-        :data:`engine.samplers.respacing.MIN_ALPHA_BAR`); see :func:`engine.samplers.respacing.respaced_timesteps`.
+        :data:`zssd_engine.samplers.respacing.MIN_ALPHA_BAR`); see :func:`zssd_engine.samplers.respacing.respaced_timesteps`.
 
     Returns
     -------

@@ -84,7 +84,7 @@ class AboutView(pn.viewable.Viewer):
         prior, warning = self.state.prior(), self.state.prior_warning
         sha = "untrained"
         try:
-            from engine.pipeline import prior_sha256
+            from zssd_engine.pipeline import prior_sha256
 
             sha = prior_sha256(prior)
         except Exception:  # pragma: no cover

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-from engine.paths import NATURAL_EARTH_DIR as NE_DIR  # noqa: E402  (the demo pack, wherever installed)
+from zssd_engine.paths import NATURAL_EARTH_DIR as NE_DIR  # noqa: E402  (the demo pack, wherever installed)
 COASTLINE_SHP = NE_DIR / "shapefiles" / "natural_earth" / "physical" / "ne_110m_coastline.shp"
 #: How the demo world's fields are labelled everywhere in the app (never "ERA5").
 SOURCE_LABEL_SHORT = "Demo world (synthetic stand-in for ERA5)"

@@ -9,7 +9,7 @@ import numpy as np
 import panel as pn
 import param
 
-from engine.methods import METHODS
+from zssd_engine.methods import METHODS
 
 from ..cases import source_label
 from ..state import AppState

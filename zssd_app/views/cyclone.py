@@ -3,7 +3,7 @@
 For a case opened from the cyclone picker (real ERA5 or demo world): a map zoomed on the storm
 (reference, GCM input, the result), radial profiles of sea-level pressure and 10 m wind around the
 reference's centre (reference, GCM, bilinear, bilinear + lapse, and every member of the finished
-run), and the cyclone metrics of :func:`engine.cyclones.cyclone_metrics` per member.  Profiles and
+run), and the cyclone metrics of :func:`zssd_engine.cyclones.cyclone_metrics` per member.  Profiles and
 metrics use the reference's own points (real ERA5: its 1° points), so every curve is comparable.
 """
 
@@ -15,8 +15,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from engine.cyclones import cyclone_metrics, radial_profile
-from engine.metrics import at_reference_points
+from zssd_engine.cyclones import cyclone_metrics, radial_profile
+from zssd_engine.metrics import at_reference_points
 
 from ..state import AppState
 from .common import coast_element, display_field

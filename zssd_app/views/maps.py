@@ -15,7 +15,7 @@ import numpy as np
 import panel as pn
 import param
 
-from engine.real_sources import REAL_LABEL, REAL_SOURCES
+from zssd_engine.real_sources import REAL_LABEL, REAL_SOURCES
 
 from ..state import AppState
 from .common import (DISPLAY, SOURCE_LABEL_SHORT, blocky, coast_element, display_field, empty_map, lat_formatter,

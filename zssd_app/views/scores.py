@@ -1,12 +1,12 @@
 """The scores shown beside the maps: MAE/RMSE/P99 of every panel against the reference, and the
-ensemble's CRPS and spread–skill (a view's formatting of :mod:`engine.metrics` and
-:mod:`engine.probabilistic`, computed from a session's :class:`~zssd_app.state.AppState`)."""
+ensemble's CRPS and spread–skill (a view's formatting of :mod:`zssd_engine.metrics` and
+:mod:`zssd_engine.probabilistic`, computed from a session's :class:`~zssd_app.state.AppState`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.methods import CLASSICAL, METHODS, method_names
+from zssd_engine.methods import CLASSICAL, METHODS, method_names
 
 from .common import DISPLAY, display_field
 
@@ -18,7 +18,7 @@ def ensemble_scores(state, key: str) -> dict | None:
     r, c = state.result, state.case
     if r is None or c is None or not c.paired or int(state.result_meta.get("members", 1)) < 2:
         return None
-    from engine.probabilistic import crps, spread_skill
+    from zssd_engine.probabilistic import crps, spread_skill
 
     d = DISPLAY[key]
     if key == "wind":
@@ -40,7 +40,7 @@ def metrics_table(state, key: str | None = None):
     import pandas as pd
     import xarray as xr
 
-    from engine import metrics
+    from zssd_engine import metrics
 
     key = key or state.variable
     d = DISPLAY[key]

@@ -27,7 +27,7 @@ COLORS = {"Reference (demo world)": "black", "GCM input": "#7f7f7f", "Bilinear":
 
 
 def _spectrum(lat, lon, a):
-    from engine.metrics import power_spectrum
+    from zssd_engine.metrics import power_spectrum
 
     if a is None or not np.all(np.isfinite(a)):
         if a is None:

@@ -74,8 +74,8 @@ def guidance_pull(case, x0_display: np.ndarray, gcm_display: np.ndarray | None) 
         return None
     import torch
 
-    from engine.operators import bilinear, conservative
-    from engine.samplers import native_clipped_grid
+    from zssd_engine.operators import bilinear, conservative
+    from zssd_engine.samplers import native_clipped_grid
 
     ops = getattr(case, "_zssd_app_pull_ops", None)
     if ops is None:
