@@ -86,14 +86,5 @@ def default_prior(device: str | None = None):
 
 
 def prior_sha256(prior) -> str:
-    """The checkpoint's sha256 from the prior's card (``"untrained"`` for ``Prior.tiny``)."""
-    for name in ("sha256", "checkpoint_sha256"):
-        v = getattr(prior, name, None)
-        if isinstance(v, str) and v:
-            return v
-    card = getattr(prior, "card_data", None)
-    if isinstance(card, dict):
-        sha = (card.get("weights") or {}).get("sha256") or card.get("sha256")
-        if sha:
-            return str(sha)
-    return "untrained"
+    """The checkpoint's sha256 (:attr:`Prior.sha256`; ``"untrained"`` for ``Prior.tiny``)."""
+    return prior.sha256

@@ -105,6 +105,12 @@ class Prior:
         return self.net.cfg
 
     @property
+    def sha256(self) -> str:
+        """SHA-256 of the weights file this prior was loaded from (its card's), ``"untrained"`` if none."""
+        sha = ((self.card_data or {}).get("weights") or {}).get("sha256")
+        return str(sha) if sha else "untrained"
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
