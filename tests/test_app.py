@@ -326,6 +326,70 @@ def test_live_update_goes_through_pipe(state):
     assert pipe.data["values"] is not None and "result" in pipe.data["title"]
 
 
+def _map_models(m) -> list[dict]:
+    """What the browser is sent of each panel: image, colours, title, labels, arrows, message."""
+    out = []
+    for ov, (img, _coast, arrows, text) in m._overlay_plots()[0]:
+        cm = img.handles["color_mapper"]
+        out.append({"title": ov.handles["plot"].title.text, "image": np.asarray(img.handles["source"].data["image"][0]),
+                    "palette": list(cm.palette), "clim": (cm.low, cm.high), "alpha": img.handles["glyph"].global_alpha,
+                    "colorbar": img.handles["colorbar"].title, "hover": list(img.handles["hover"].tooltips),
+                    "arrows": {k: np.asarray(v) for k, v in arrows.handles["source"].data.items()},
+                    "message": list(text.handles["source"].data["text"])})
+    return out
+
+
+def _assert_same_models(a: list[dict], b: list[dict]) -> None:
+    from zssd_app.views.maps import PANELS
+
+    for p, x, y in zip(PANELS, a, b, strict=True):
+        for k in x:
+            if k == "image":
+                np.testing.assert_array_equal(x[k], y[k], err_msg=p)
+            elif k == "arrows":
+                assert set(x[k]) == set(y[k]), p
+                for c in x[k]:
+                    np.testing.assert_allclose(x[k][c], y[k][c], err_msg=f"{p} arrows {c}")
+            else:
+                assert x[k] == y[k], (p, k, x[k], y[k])
+
+
+def test_updates_in_place_give_the_models_a_re_render_gives(state, monkeypatch):
+    """The fast path of a variable switch and of live frames writes into the Bokeh models exactly what a
+    full re-render through the pipes writes (fields, missing panels, wind arrows, spread view)."""
+    from bokeh.document import Document
+
+    from zssd_app.views.maps import PANELS, MapsView
+
+    m = MapsView(state=state)
+    doc = Document()
+    doc.add_root(m.__panel__().get_root(doc))
+    taken = []
+    real = m._update_in_place
+    monkeypatch.setattr(m, "_update_in_place", lambda datas: taken.append(real(datas)) or taken[-1])
+
+    def check():
+        fast = _map_models(m)
+        with m._frozen():
+            for p in PANELS:
+                m._pipes[p].send(m._data(p))  # the slow path, from the same state
+        _assert_same_models(fast, _map_models(m))
+
+    for var in ("wind", "t2m", "msl", "wind"):  # before any run: live and diff panels are placeholders
+        state.variable = var
+        check()
+    state.steps = 2
+    state.members = 2
+    state.run(sync=True)
+    state.poll()
+    for var in ("t2m", "wind"):
+        state.variable = var
+        check()
+    state.result_view = "spread"
+    check()
+    assert taken and all(taken), taken  # every update above went in place
+
+
 def test_coastlines_across_dateline():
     from zssd_app.views.common import coastlines_for
 

@@ -1,0 +1,134 @@
+"""Where `zssd-bc` loses to BCSD: the t2m error split into what the unified 5° cells see and the detail below.
+
+Issue 14's target is a `zssd-bc` ensemble mean below BCSD's MAE on every pseudo-GCM column.  This
+script measures, on held-out demo cases (the first ``--cases`` of ``paper_table.py``'s list), which part of
+the error keeps it above BCSD:
+
+* ``large``: MAE of ``A_high(e)``, the error seen at the unified 5° cells (``A_high``: the UCG operator,
+  conservative to the 5° cells and bilinear back, :func:`zssd_engine.operators.ucg_operator`);
+* ``detail``: MAE of ``e − A_high(e)``, the error below them;
+* ``target``: for `zssd-bc`, the MAE of the corrected 5° field that guidance aims at,
+  ``A_high(up(QM(A₅ Y))) − A_high(ref)``: what a perfect sampler would still get wrong at large scale.
+
+Rows: BCSD, bilinear + lapse rate, `zssd-bc` (``--members``, ensemble mean), and the *perfect-correction
+yardstick* `zssd` at ×20 on the same case — guidance toward the reference's own 5° means, i.e. what
+`zssd-bc` would give if the bias correction were exact.  It is a yardstick (it uses the reference's
+coarse means), not a method.  Nothing is tuned here.
+
+Writes ``benchmarks/results/bc_scales.{json,md}``::
+
+    python benchmarks/bc_scales.py --columns MIROC6,MPI-ESM1-2-LR --cases 6 --members 8 --steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from _common import header, md_header, write  # noqa: E402
+
+from zssd_engine import pipeline as P  # noqa: E402
+from zssd_engine.bias_correction import bias_corrected_case  # noqa: E402
+from zssd_engine.evaluate import evaluation_cases  # noqa: E402
+from zssd_engine.grids import lat_weights  # noqa: E402
+from zssd_engine.operators import regrid, ucg_operator  # noqa: E402
+from zssd_engine.samplers.observation import ucg_coarse_grid  # noqa: E402
+
+
+def _field(ds, name: str = "t2m") -> np.ndarray:
+    return np.asarray(ds[name].values, dtype=np.float64).reshape(ds[name].shape[-2:])
+
+
+def split(pred: np.ndarray, ref: np.ndarray, a_high, w: np.ndarray) -> dict[str, float]:
+    """MAE of the error ``pred − ref``, of its 5°-resolved part and of the detail below (cos φ weights)."""
+    e = pred - ref
+    large = a_high(e)
+    mae = lambda x: float((np.abs(x) * w).sum() / w.sum())  # noqa: E731
+    return {"mae": mae(e), "large": mae(large), "detail": mae(e - large)}
+
+
+def one_case(column: str, c, world, prior, members: int, steps: int, seed: int, x20_cache: dict) -> dict:
+    case = P.prepare_case(column.removeprefix("gcm:"), c.time, c.region, world=world)
+    fine = case.fine
+    op = ucg_operator(fine, ucg_coarse_grid(fine))
+
+    def a_high(f: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return op(torch.as_tensor(f, dtype=op.m_lat.dtype)[None, None])[0, 0].double().numpy()
+
+    ref = _field(case.reference)
+    w = lat_weights(fine.lat)[:, None] * np.ones(fine.shape)
+    rows = {}
+    for m in ("bcsd", "lapse"):
+        rows[m] = split(_field(P.run_method(case, m)), ref, a_high, w)
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=steps, members=members, seed=seed)
+    rows["zssd-bc"] = split(_field(ds), ref, a_high, w)
+    # the corrected 5° field guidance aims at, on the fine grid (bilinear from the unified cells), seen by A_high
+    target = np.asarray(regrid(bias_corrected_case(case).gcm["t2m"], fine, "bilinear").values,
+                        dtype=np.float64).reshape(fine.shape)
+    rows["zssd-bc"]["target"] = split(a_high(target), ref, a_high, w)["large"]
+    key = (c.time, c.region.as_text())
+    if key not in x20_cache:  # the same case at x20: guidance toward the reference's own 5° means
+        c20 = P.prepare_case("x20", c.time, c.region, world=world)
+        x20_cache[key] = split(_field(P.run_method(c20, "zssd", prior=prior, steps=steps, members=members,
+                                                   seed=seed)), ref, a_high, w)
+    rows["zssd@x20 (yardstick)"] = x20_cache[key]
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--columns", default="MIROC6,MPI-ESM1-2-LR")
+    ap.add_argument("--cases", type=int, default=6)
+    ap.add_argument("--members", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--region-px", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--name", default="bc_scales")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    world = P.get_world(0)
+    cases = evaluation_cases(args.cases, args.seed, args.region_px, world)
+    prior = P.load_prior(args.checkpoint)
+    t0, per, x20 = time.time(), {}, {}
+    for col in args.columns.split(","):
+        for i, c in enumerate(cases):
+            r = one_case(col, c, world, prior, args.members, args.steps, args.seed + i, x20)
+            per.setdefault(col, []).append({"case": f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}", **r})
+            print(f"[{col} {i + 1}/{len(cases)}] " + ", ".join(f"{m}={v['mae']:.3f}" for m, v in r.items()),
+                  file=sys.stderr, flush=True)
+    summary = {col: {m: {k: float(np.mean([row[m][k] for row in rows])) for k in rows[0][m]}
+                     for m in rows[0] if m != "case"} for col, rows in per.items()}
+    payload = {**header(), "settings": vars(args), "checkpoint_sha256": P.prior_sha256(prior),
+               "summary": summary, "cases": per, "seconds": round(time.time() - t0, 1)}
+    lines = ["# zssd-bc vs BCSD: t2m error by scale (held-out demo cases)\n", md_header(payload),
+             f"{len(cases)} held-out cases per column, {args.region_px}x{args.region_px} px, {args.members} members, "
+             f"{args.steps} steps.  `large` = MAE of the error's 5°-resolved part (A_high e), `detail` = MAE of "
+             "the rest; `target` = large-scale MAE of the corrected field zssd-bc is guided toward.  The ×20 row "
+             "is guided by the reference's own 5° means: a yardstick for an exact bias correction, not a method.\n"]
+    for col, sm in summary.items():
+        lines += [f"\n### {col}\n", "| method | t2m MAE (K) | large | detail | target |", "|---|---|---|---|---|"]
+        for m, v in sm.items():
+            lines.append(f"| {m} | {v['mae']:.3f} | {v['large']:.3f} | {v['detail']:.3f} | "
+                         f"{v['target']:.3f} |" if "target" in v else
+                         f"| {m} | {v['mae']:.3f} | {v['large']:.3f} | {v['detail']:.3f} | – |")
+    lines.append(f"\nTotal time {payload['seconds']} s.\n")
+    write(args.name, payload, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
