@@ -172,6 +172,27 @@ def test_page_loads_with_all_tabs(server, browser):
     ctx.close()
 
 
+def test_variable_switch_redraws_the_maps_in_the_browser(server, browser):
+    """The in-place update of a variable switch reaches the page: the maps change, titles and colour
+    bar follow, and switching back draws the first picture again."""
+    ctx, page, errors = _open(browser, server)
+    page.wait_for_timeout(3000)  # the maps render just after the page (defer_load)
+    first = maps_png(page)
+    page.get_by_role("button", name="2 m temperature", exact=True).click()
+    page.wait_for_timeout(2500)
+    t2m = maps_png(page)
+    shot(page, "e2e_02c_switched_to_t2m")
+    assert t2m != first
+    page.get_by_role("button", name="10 m wind (speed + arrows)", exact=True).click()
+    page.wait_for_timeout(2500)
+    assert maps_png(page) not in (first, t2m)
+    page.get_by_role("button", name="Sea-level pressure", exact=True).click()
+    page.wait_for_timeout(2500)
+    assert maps_png(page) == first
+    assert not errors, errors
+    ctx.close()
+
+
 def test_draw_region_and_bad_input(server, browser):
     ctx, page, errors = _open(browser, server)
     region_box = page.get_by_label("Region S,N,W,E (degrees)")
