@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Cyclone finder: storm depth as each GCM sees it, and what the finder finds", "", md_header(payload),
              f"Depth: lowest msl within {SEARCH_DEG:g}° of the true centre vs the mean on a {RING_DEG:g}° ring. "
              f"Found: a candidate of `detect_cyclones` with its defaults (min_depth {_DEFAULTS['min_depth'] / 100:g} hPa, "
-             f"wind ≥ {_DEFAULTS['min_wind']:g} m/s within {_DEFAULTS['wind_radius_deg']:g}°, "
+             f"wind ≥ {_DEFAULTS['min_wind']:g} m/s within {_DEFAULTS['wind_radius_deg']:g}° or 1.5 cells, "
              f"{_DEFAULTS['window_deg']:g}° window, |lat| ≤ {_DEFAULTS['max_abs_lat']:g}°) within {HIT_KM:g} km of "
              "the true centre (or 1.5 GCM cells, if larger).", "",
              "| Source | cases | true central pressure, median (hPa) | GCM depth p10 / median / p90 (hPa) | "

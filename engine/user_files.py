@@ -145,6 +145,8 @@ def field_on_region(ds: xr.Dataset, source_id: str, time, region: Region, margin
     attrs = {"source_id": source_id, "description": description or source_id, "kind": "real",
              "source_file": str(ds.attrs.get("source_file", "")), "region": region.as_text(),
              "selected_time": t_used}
+    if step.attrs.get("time_mean"):  # a monthly mean (select_time says so): carried to every output
+        attrs["time_mean"] = step.attrs["time_mean"]
     return _to_dataset(vals, sub, time, attrs)
 
 

@@ -48,6 +48,29 @@ def test_rejects_weak_calm_and_edge_minima():
     assert len(detect_cyclones_arrays(lat, lon, p, u, v)) == 1
 
 
+def _cell_means(lat, lon, f, k):
+    """Block means of ``k`` x ``k`` fine cells: the field as a coarse grid sees it (a vortex's winds cancel)."""
+    H, W = (lat.size // k) * k, (lon.size // k) * k
+    blocks = f[:H, :W].reshape(H // k, k, W // k, k).mean(axis=(1, 3))
+    return lat[:H].reshape(-1, k).mean(1), lon[:W].reshape(-1, k).mean(1), blocks
+
+
+def test_a_storm_on_a_5_degree_grid_is_found_near_its_centre():
+    """At 5° the cell holding a vortex averages its winds to ~0: the wind test must look at the neighbours,
+    and the centre is placed between grid points (a parabola through the minimum and its neighbours)."""
+    lat, lon, p, u, v = _field([(23.0, 132.1, 3000.0)], res=0.25, lat0=-5.0, lat1=50.0, lon0=105.0, lon1=160.0)
+    clat, clon, cp = _cell_means(lat, lon, p, 20)
+    _, _, cu = _cell_means(lat, lon, u, 20)
+    _, _, cv = _cell_means(lat, lon, v, 20)
+    i, j = np.unravel_index(np.argmin(cp), cp.shape)
+    own = float(np.hypot(cu[i, j], cv[i, j]))  # the storm's own 5° cell: its winds largely cancel
+    c = detect_cyclones_arrays(clat, clon, cp, cu, cv, min_wind=own + 1.0)  # only the neighbours pass
+    assert len(c) == 1 and c[0].max_wind >= own + 1.0
+    grid_error = np.hypot(clat[i] - 23.0, clon[j] - 132.1)
+    assert np.hypot(c[0].lat - 23.0, c[0].lon - 132.1) < 0.7 * grid_error  # closer than the grid point
+    assert abs(c[0].lat - clat[i]) <= 2.5 and abs(c[0].lon - clon[j]) <= 2.5  # within half a cell of it
+
+
 def test_nan_and_shape_checks():
     lat, lon, p, u, v = _field([(20.0, 130.0, 2000.0)])
     p[0:3, 0:3] = np.nan

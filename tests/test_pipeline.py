@@ -159,3 +159,13 @@ def test_prior_cache_loads_once_and_reloads_a_rewritten_checkpoint(tmp_path):
     wb = next(iter(b.net.state_dict().values()))
     assert not bool((wa == wb).all())
     assert P.load_prior("tiny", tiny_seed=5) is P.load_prior("tiny", tiny_seed=5)
+
+
+def test_a_monthly_mean_input_is_said_so_in_every_guided_output(tiny, case):
+    """A monthly-mean file (MPI-ESM-LR) is not an instantaneous state: the case and every guided result say so;
+    an instantaneous input's result does not carry the note."""
+    c = P.prepare_case("MPI-ESM-LR", "2005-08-01T00:00", REGION)
+    assert c.gcm.attrs["time_mean"] == "month"
+    ds = P.run_method(c, "zssd", prior=tiny, steps=2)
+    assert ds.attrs["input_time_mean"] == P.results.MONTHLY_INPUT_NOTE and "monthly means" in ds.attrs["input_time_mean"]
+    assert "input_time_mean" not in P.run_method(case, "zssd", prior=tiny, steps=2).attrs

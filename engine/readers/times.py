@@ -124,6 +124,9 @@ def select_time(ds: xr.Dataset | xr.DataArray, time, tolerance=None) -> xr.Datas
     freq = str(ds.attrs.get("frequency", "")).lower()
     if freq.startswith("mon") or (n > 1 and step >= 28 * 86400.0):  # monthly means: match the calendar month
         i = _month_index(tv, y, mo, f"the time range of {src}: {rng}")
+        out = ds.isel(time=i)
+        out.attrs = {**ds.attrs, "time_mean": "month"}  # a monthly mean, not an instantaneous state
+        return out
     else:
         tol = 0.5 * step if tolerance is None else _to_seconds_tolerance(tolerance)
         if tsec < secs.min() - tol or tsec > secs.max() + tol:

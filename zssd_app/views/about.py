@@ -43,6 +43,12 @@ disaggregation, Wood et al. 2004) are the classical baselines.
 * **MPI-ESM-LR**: a **real** CMIP5 file (historical, 2005 monthly means of tas, uas, vas; no
   sea-level pressure), read unchanged. There is no reference state for it, so the comparison is
   **unpaired** and no errors are computed.
+  Its fields are **monthly means**: guidance pulls a sample's 5° means toward a month's mean, so the
+  result is a plausible 0.25° field with those large scales, neither an instantaneous state nor a
+  downscaled monthly mean; the caption and every output's `input_time_mean` attribute say so.
+  (Guiding the *mean of an ensemble drawn through the month* toward it would be the faithful
+  treatment; it is not built yet.) ZSSD-BC is refused on it: one year of monthly means gives no
+  historical run to train the correction on.
 * **Real weather.** `ERA5-x20` / `ERA5-x10`: one **real ERA5 week** (2026-03-25..31, 24 times about
   7 h apart) averaged to 5° / 2.5° — a *paired real* task. Its reference is **ERA5 (real, 1° points)**:
   the week is stored at 1°, which is every 4th point of the 0.25° grid, so scores compare the 0.25°
@@ -52,6 +58,16 @@ disaggregation, Wood et al. 2004) are the classical baselines.
   (a GFS forecast valid 2011-01-15 12 UTC) are real inputs of other models with no 0.25° truth
   (unpaired). BCSD needs years of pairs and is not offered on the real sources.
 * Files the server operator configured (never a path typed in the browser) appear in the GCM menu.
+
+### Bias-aware ZSSD (ZSSD-BC)
+A GCM is biased against reanalysis, and plain guidance copies the bias. ZSSD-BC first maps the GCM
+field, averaged onto the unified 5° cells, onto the reference's distribution there (empirical
+quantile mapping per calendar month and cell: the "BC" half of BCSD, trained on the GCM's historical
+run against the reference in training years only), then guides toward the corrected field. It is
+offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
+training period is in every output's attributes. Measured on the five pseudo-GCMs (16 held-out cases
+each, 8 members, prior v2): lower CRPS than BCSD on every column and variable, lower msl error of the
+ensemble mean, but a t2m ensemble mean 19–29 % worse than BCSD's (`benchmarks/results/paper_table_bc/`).
 
 ### Scores
 MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error

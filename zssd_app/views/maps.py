@@ -261,9 +261,12 @@ class MapsView(pn.viewable.Viewer):
                   "paired: the demo-world reference is the truth the GCM field was derived from"
                   if c.paired else "**unpaired**: a real GCM has no matching reference state; the demo-world "
                                    "panel is context only")
+        monthly = (" · **monthly means**: the input is a month's mean, not a state at this hour; a ZSSD sample "
+                   "matches its 5° means and is neither an instantaneous state nor a downscaled monthly mean"
+                   if c.gcm.attrs.get("time_mean") == "month" else "")
         return (
             f"**{c.source_id}**, {c.time:%Y-%m-%d %H:%M} UTC, region {c.region.as_text()} (S,N,W,E) · "
-            f"{d.label} in {d.units}, one colour scale for all field panels · {paired} · "
+            f"{d.label} in {d.units}, one colour scale for all field panels · {paired}{monthly} · "
             f"maps in longitude/latitude (PlateCarree); pan/zoom is linked.")
 
     def switch_variable(self) -> None:
