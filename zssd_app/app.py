@@ -115,12 +115,7 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
     initial_case
         Catalog cyclone to open with (``"default"``: a strong held-out storm; ``None``: nothing).
     """
-    _offline_design()
-    pn.extension("tabulator", notifications=True, raw_css=[_CSS], design="fast")
-    hv.extension("bokeh", logo=False)
-    configure_cartopy()
-    _setup_logging()
-    _silence_bokeh_sizing_warning()
+    _setup_page()
     # in a server session cases load off the event loop (other sessions stay responsive); tests and --warm: inline
     state = state or AppState(config=config, queue=queue, background=_in_server_session())
     state.prior()  # load (once per server) and set the warning banner text
@@ -173,16 +168,31 @@ def create_app(state: AppState | None = None, *, config: ServerConfig | None = N
                            "about": about, "cyclone": cyclone, "tabs": tabs, "variable": variable, "banner": banner,
                            "ensemble": ensemble_row}
     if _in_server_session():
-        doc = pn.state.curdoc
-        sid = doc.session_context.id
-        SESSIONS[sid] = (state, doc, template)
-        pn.state.add_periodic_callback(state.poll, period=POLL_MS)
-
-        def destroyed(ctx) -> None:
-            SESSIONS.pop(sid, None)
-            state.cancel_all()
-        pn.state.on_session_destroyed(destroyed)
+        _register_session(state, template)
     return template
+
+
+def _setup_page() -> None:
+    """Extensions, offline design, cartopy's offline data, logging (idempotent; every session calls it)."""
+    _offline_design()
+    pn.extension("tabulator", notifications=True, raw_css=[_CSS], design="fast")
+    hv.extension("bokeh", logo=False)
+    configure_cartopy()
+    _setup_logging()
+    _silence_bokeh_sizing_warning()
+
+
+def _register_session(state: AppState, template) -> None:
+    """Record a server session in :data:`SESSIONS`, poll its runs, and cancel them when it closes."""
+    doc = pn.state.curdoc
+    sid = doc.session_context.id
+    SESSIONS[sid] = (state, doc, template)
+    pn.state.add_periodic_callback(state.poll, period=POLL_MS)
+
+    def destroyed(ctx) -> None:
+        SESSIONS.pop(sid, None)
+        state.cancel_all()
+    pn.state.on_session_destroyed(destroyed)
 
 
 if __name__.startswith("bokeh") or __name__ == "__main__":
