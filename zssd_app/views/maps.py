@@ -133,6 +133,7 @@ class MapsView(pn.viewable.Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         self._pipes: dict[str, hv.streams.Pipe] = {}
+        self.fallbacks = 0  # in-place updates that had to re-render through the pipes (tests: none)
         self._case = None
         self._pane = pn.pane.HoloViews(None, sizing_mode="stretch_width", min_height=400, linked_axes=True,
                                        css_classes=["zssd-maps"])
@@ -286,42 +287,61 @@ class MapsView(pn.viewable.Viewer):
                 for p, data in datas.items():
                     self._pipes[p].send(data)
 
-    def _overlay_plots(self) -> list[list]:
-        """Per rendered document, the layer plots ``[image, coast, arrows, message]`` of each panel (in
-        :data:`PANELS` order), read from the HoloViews plot of the pane."""
+    def _overlay_plots(self) -> list[tuple]:
+        """Per rendered document, ``(document, panels)`` with the layer plots ``(overlay, [image, coast, arrows,
+        message])`` of each panel in :data:`PANELS` order, read from the HoloViews plot of the pane; ``[]``
+        when any panel is not in that shape."""
         out = []
         for plot, _ in self._pane._plots.values():
             panels = []
             for key in sorted(plot.subplots):  # (row, col) in layout order
                 ov = plot.subplots[key].subplots.get("main")
                 layers = list(getattr(ov, "subplots", {}).values())
-                if len(layers) != 4:
+                if len(layers) != 4 or type(layers[0]).__name__ != "RasterPlot":
                     return []
                 panels.append((ov, layers))
             if len(panels) != len(PANELS):
                 return []
-            out.append(panels)
+            out.append((plot.document, panels))
         return out
 
     def _update_in_place(self, datas: dict[str, dict]) -> bool:
-        """The fast path of every update (variable switch, live x̂0, baselines): write each panel's new field, colour map, title, arrows and
-        message straight into the Bokeh models HoloViews made (about 10x cheaper than re-rendering seven
-        overlays), and store the data in the pipes without triggering them, so that the next live update
-        starts from it.  Returns False (nothing changed) when the plots are not in the expected shape;
-        the caller then re-renders through the pipes."""
+        """The fast path of every update (variable switch, live x̂0, baselines): write each panel's new
+        field, colour map, title, arrows and message straight into the Bokeh models HoloViews made (about
+        10x cheaper than re-rendering seven overlays), and store the data in the pipes without triggering
+        them, so that the next live update starts from it.
+
+        Bokeh models of a server session may only change as Panel changes its own: where the session may be
+        written now (``state._unblocked``) the write happens inside ``panel.io.document.unlocked`` (which sends
+        the changes to the session's sockets), otherwise (a worker thread) it is scheduled as the document's
+        next tick callback.  Returns False (nothing done) when the plots are not in the
+        expected shape; the caller then re-renders through the pipes."""
+        from panel.io.document import unlocked
+        from panel.io.state import state as pn_state
+
         docs = self._overlay_plots()
         if not docs:
             return False
-        try:
-            for panels in docs:
-                for (ov, (img, _coast, arrows, text)), p in zip(panels, PANELS):
-                    if p in datas:
-                        _write_panel(ov, img, arrows, text, datas[p])
-        except (KeyError, AttributeError, IndexError, TypeError, ValueError):
-            return False
         for p, data in datas.items():
             self._pipes[p].update(data=data)
+        for doc, panels in docs:
+            if doc is None or doc.session_context is None or pn_state._unblocked(doc):
+                with unlocked():  # as Panel applies its own updates: the changes go out to the session's sockets
+                    self._write_panels(panels, datas)
+            else:
+                doc.add_next_tick_callback(functools.partial(self._write_panels, panels, datas))
         return True
+
+    def _write_panels(self, panels: list, datas: dict[str, dict]) -> None:
+        """Write ``datas`` into one document's panels; on a surprise, re-render them through the pipes."""
+        try:
+            for (ov, (img, _coast, arrows, text)), p in zip(panels, PANELS):
+                if p in datas:
+                    _write_panel(ov, img, arrows, text, datas[p])
+        except (KeyError, AttributeError, IndexError, TypeError, ValueError):
+            self.fallbacks += 1
+            for p, data in datas.items():
+                self._pipes[p].send(data)
 
     @contextlib.contextmanager
     def _frozen(self):

@@ -203,8 +203,8 @@ class TeachingView(pn.viewable.Viewer):
 
     def _render(self, idx: int) -> None:
         s = self.state
-        traces = self._traces()
-        if not traces or not traces[0].frames:
+        traces = [tr for tr in self._traces() if tr.frames]  # a comparison run stopped before its first frame: none
+        if not traces:
             return
         key = s.variable
         d = DISPLAY[key]
