@@ -1,8 +1,8 @@
-"""The checkpoint format of a :class:`~engine.prior.model.Prior`: paths, the model card, the weights.
+"""The checkpoint format of a :class:`~zssd_engine.prior.model.Prior`: paths, the model card, the weights.
 
 A checkpoint is two files side by side:
 
-* ``<name>.safetensors`` — the EMA state dict of :class:`~engine.prior.network.ConditionalUNet`
+* ``<name>.safetensors`` — the EMA state dict of :class:`~zssd_engine.prior.network.ConditionalUNet`
   (float32; loaded with :func:`safetensors.torch.load_file`, never unpickled);
 * ``<name>.json`` — the model card: network config, noise schedule, variables
   and their normalisation statistics, the training data split, steps, loss
@@ -41,7 +41,7 @@ class CheckpointError(ValueError):
 
 @dataclass(frozen=True)
 class Card:
-    """A validated model card: what :class:`~engine.prior.model.Prior` is built from."""
+    """A validated model card: what :class:`~zssd_engine.prior.model.Prior` is built from."""
 
     data: dict
     variables: tuple[str, ...]
