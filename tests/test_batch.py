@@ -328,6 +328,26 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+def test_worker_checks_the_checkpoint_once_per_file_and_refuses_a_changed_one(tmp_path, monkeypatch):
+    """A worker hashes the planned checkpoint once (not per case), and again when the file is rewritten:
+    different weights than the batch was planned with are refused."""
+    from zssd_engine.batch import spec as spec_mod
+    from zssd_engine.prior.model import Prior
+
+    card = Prior.tiny(1).save(tmp_path / "ck")
+    w, c = spec_mod.checkpoint_hashes(card)
+    ref = batch.PriorRef("file", str(card), 0, w, c)
+    calls = []
+    real = spec_mod.checkpoint_hashes
+    monkeypatch.setattr(spec_mod, "checkpoint_hashes", lambda path: calls.append(path) or real(path))
+    a = ref.load()
+    assert ref.load() is a and len(calls) == 1  # the second case: no hashing, the cached prior
+    Prior.tiny(2).save(tmp_path / "ck")  # rewritten with other weights
+    with pytest.raises(BatchError, match="differs from the one the batch was started with"):
+        ref.load()
+    assert len(calls) == 2
+
+
 def test_zssd_tiny_inline_store_equals_direct_runs(zssd_ref, one_torch_thread):
     from zssd_engine import pipeline
 

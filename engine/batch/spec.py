@@ -100,6 +100,10 @@ class BatchSpec:
         return self.method in DETERMINISTIC_METHODS
 
 
+#: :attr:`PriorRef.key` -> the checkpoint's file identity when its hashes last matched (this process).
+_VERIFIED: dict[str, tuple] = {}
+
+
 @dataclass(frozen=True)
 class PriorRef:
     """How a worker obtains the prior: ``kind`` is ``"tiny"``, ``"file"`` or ``"default"``."""
@@ -112,7 +116,7 @@ class PriorRef:
 
     @property
     def key(self) -> str:
-        """Cache key of the loaded prior (kind, path, seed and both hashes)."""
+        """The reference as text (kind, path, seed and both hashes): what a worker has checked."""
         return f"{self.kind}:{self.path}:{self.seed}:{self.sha256}:{self.card_sha256}"
 
     @property
@@ -130,9 +134,13 @@ class PriorRef:
         if self.kind == "tiny":
             return pipeline.load_prior("tiny", tiny_seed=self.seed)
         if self.kind == "file":
-            if checkpoint_hashes(Path(self.path)) != (self.sha256, self.card_sha256):
-                raise BatchError(f"checkpoint {self.path} on this worker differs from the one the batch was "
-                                 f"started with (weights SHA-256 {self.sha256[:12]}…)")
+            # hash the files once per file identity, not once per case: a rewritten file is hashed again
+            identity = pipeline.checkpoint_identity(self.path)
+            if _VERIFIED.get(self.key) != identity:
+                if checkpoint_hashes(Path(self.path)) != (self.sha256, self.card_sha256):
+                    raise BatchError(f"checkpoint {self.path} on this worker differs from the one the batch was "
+                                     f"started with (weights SHA-256 {self.sha256[:12]}…)")
+                _VERIFIED[self.key] = identity
             return pipeline.load_prior(self.path)
         raise BatchError(f"unknown prior reference kind {self.kind!r}")
 

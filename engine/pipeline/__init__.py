@@ -24,7 +24,7 @@ from .case import (BASELINES, DIFFUSION_METHODS, GUIDED_METHODS, METHODS, REFERE
                    check_source, get_world, parse_region, parse_time, prepare_case, reference_label)
 from .classical import (BCSD_DAYS, BCSD_YEARS, _train_bcsd, baseline, bcsd_training_times,  # noqa: F401
                         coarse_elevation, train_paired_bcsd)
-from .priors import DEFAULT_CHECKPOINT, default_prior, load_prior, prior_loads, prior_sha256
+from .priors import DEFAULT_CHECKPOINT, checkpoint_identity, default_prior, load_prior, prior_loads, prior_sha256
 # _train_bcsd, _now and _write_atomic: for zssd_engine.evaluate and zssd_engine.cli (warming BCSD, history stamps, the .md)
 from .results import (_now, _write_atomic, baseline_result, result_dataset, write_json_atomic,  # noqa: F401
                       write_netcdf_atomic)
@@ -32,7 +32,7 @@ from .running import guidance_default, run_method, sampler
 
 __all__ = [
     "Case", "METHODS", "BASELINES", "DIFFUSION_METHODS", "prepare_case", "baseline", "sampler", "result_dataset",
-    "baseline_result", "write_netcdf_atomic", "write_json_atomic", "default_prior", "load_prior", "prior_loads",
+    "baseline_result", "write_netcdf_atomic", "write_json_atomic", "default_prior", "load_prior", "prior_loads", "checkpoint_identity",
     "DEFAULT_CHECKPOINT", "get_world", "prior_sha256", "check_source",
     "bcsd_training_times", "parse_time", "parse_region", "check_method", "run_method",
     "REFERENCE_LABEL", "coarse_elevation", "reference_label",

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..paths import ASSETS
 
-__all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
+__all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "checkpoint_identity", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
 
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
 CACHE_SIZE = 4
@@ -33,7 +33,9 @@ def _stat(f: Path):
         return None
 
 
-def _file_key(path: Path) -> tuple:
+def checkpoint_identity(path: str | os.PathLike) -> tuple:
+    """The checkpoint's resolved card path and the size, mtime and inode of its card and weights: it changes
+    whenever either file is rewritten (the cache key of :func:`load_prior`)."""
     from ..prior.checkpoint import resolve_checkpoint
 
     card, weights = resolve_checkpoint(path)
@@ -58,7 +60,7 @@ def load_prior(path: str | os.PathLike | None = None, device: str | None = None,
             hint = ("train one with `zssd train --config …` or pass --checkpoint PATH"
                     if path is None else "check the path")
             raise FileNotFoundError(f"prior checkpoint {p} not found; {hint}")
-        key = (*_file_key(p), device)
+        key = (*checkpoint_identity(p), device)
     with _LOCK:  # held while loading, so a second caller waits for the first load instead of repeating it
         if key in _CACHE:
             _CACHE.move_to_end(key)
