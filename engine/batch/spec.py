@@ -210,7 +210,7 @@ def case_seed(seed: int, time) -> int:
 
 def checkpoint_hashes(path: Path) -> tuple[str, str]:
     """``(weights sha256, card sha256)`` of a checkpoint (directory, ``.json`` or ``.safetensors``)."""
-    from ..prior.model import resolve_checkpoint, sha256_file
+    from ..prior.checkpoint import resolve_checkpoint, sha256_file
 
     card, weights = resolve_checkpoint(path)
     for f in (card, weights):

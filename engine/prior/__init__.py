@@ -6,7 +6,8 @@ line ``zssd train --config FILE`` is :mod:`zssd_engine.cli.train`.
 
 from .schedule import DiffusionSchedule, cosine_betas, linear_betas, predict_x0, q_sample, respace
 from .network import ConditionalUNet, UNetConfig, count_flops
-from .model import CheckpointError, Conditioning, Prior, default_device
+from .checkpoint import CheckpointError
+from .model import Conditioning, Prior, default_device
 
 __all__ = ["DiffusionSchedule", "cosine_betas", "linear_betas", "predict_x0", "q_sample", "respace",
            "ConditionalUNet", "UNetConfig", "count_flops", "CheckpointError", "Conditioning", "Prior",

@@ -21,7 +21,7 @@ import torch
 from ..conditioning import STATIC_CHANNELS, TIME_FEATURES, static_channels, time_features
 from ..variables import VARIABLE_INFO, VARIABLES
 from .network import ConditionalUNet, UNetConfig
-from .checkpoint import (CARD_FORMAT, CARD_VERSION, CheckpointError, _atomic_write_bytes, read_card,  # noqa: F401
+from .checkpoint import (CARD_FORMAT, CARD_VERSION, CheckpointError, _atomic_write_bytes, read_card,
                          read_weights, resolve_checkpoint, sha256_file)
 from .schedule import PARAMETERIZATIONS, DiffusionSchedule, cosine_betas, eps_from_v, predict_x0
 

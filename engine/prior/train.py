@@ -50,7 +50,8 @@ from ..variables import VARIABLES
 from . import distributed as ddp
 from .config import TrainConfig
 from .loss import diffusion_loss
-from .model import Prior, _atomic_write_bytes
+from .checkpoint import _atomic_write_bytes
+from .model import Prior
 from .network import ConditionalUNet, UNetConfig
 from .schedule import DiffusionSchedule, make_betas
 
