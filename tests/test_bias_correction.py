@@ -1,4 +1,4 @@
-"""Bias-aware ZSSD (zssd-bc): the quantile mapping at the unified grid, refusals and provenance."""
+"""Bias-aware ZSSD (zssd-bc): the quantile mapping (native or unified grid), refusals and provenance."""
 
 from __future__ import annotations
 
@@ -19,41 +19,69 @@ def biased_case():
     return P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
 
 
-def test_corrected_training_field_matches_the_reference_quantiles(biased_case):
-    """On the training period, QM(A5 hist) has the quantiles of A5 ref per cell (hist does not)."""
-    from zssd_engine.gcm import gcm_field
+def _training_pairs(case, grid: str):
+    """(hist, reference) of the correction's training times, both on the grid the correction works on."""
+    from zssd_engine.bias_correction import _unified_cells
+    from zssd_engine.gcm import fine_region_for, gcm_field
+    from zssd_engine.grids import era5_grid
+    from zssd_engine.operators import grid_from_xarray, regrid
     from zssd_engine.pipeline import bcsd_training_times, get_world
 
-    case = biased_case
-    model = train_bias_correction(case)
     world = get_world(0)
     times = bcsd_training_times(case.time.month, case.time.hour)
-    hist = xr.concat([unified_field(gcm_field(case.source_id, t, case.region, world), case.fine) for t in times],
-                     dim="time")
-    from zssd_engine.bias_correction import _unified_cells
-    from zssd_engine.gcm import fine_region_for
-    from zssd_engine.grids import era5_grid
+    cells = _unified_cells(case.fine) if grid == "unified" else grid_from_xarray(case.gcm)
+    cover = era5_grid().select(fine_region_for(cells, pad_deg=0.25))[0]
 
-    cover = era5_grid().select(fine_region_for(_unified_cells(case.fine), pad_deg=0.25))[0]
-    ref = xr.concat([unified_field(world.dataset(t, cover).isel(time=0), case.fine) for t in times], dim="time")
-    inner = {}
-    corrected = model.bias_correct(hist.assign_coords(time=np.asarray(times, dtype="datetime64[ns]")))
+    def on_grid(ds):
+        return unified_field(ds, case.fine) if grid == "unified" else xr.Dataset(
+            {v: regrid(ds[v], cells, "conservative") for v in ("t2m", "msl", "u10", "v10")})
+
+    hist = xr.concat([on_grid(gcm_field(case.source_id, t, case.region, world)) for t in times], dim="time")
+    ref = xr.concat([on_grid(world.dataset(t, cover).isel(time=0)) for t in times], dim="time")
+    return hist.assign_coords(time=np.asarray(times, dtype="datetime64[ns]")), ref
+
+
+@pytest.mark.parametrize("grid", ["native", "unified"])
+def test_corrected_training_field_matches_the_reference_quantiles(biased_case, grid):
+    """On the training period, QM(hist) has the quantiles of the reference per cell (hist does not), on the
+    native GCM cells (the default) and on the unified 5° cells alike."""
+    case = biased_case
+    model = train_bias_correction(case, grid)
+    hist, ref = _training_pairs(case, grid)
+    corrected = model.bias_correct(hist[list(model.fits)])
     q = [0.1, 0.5, 0.9]
-    qr = ref["t2m"].isel(**inner).quantile(q, "time")
-    qh = hist["t2m"].isel(**inner).quantile(q, "time")
-    qc = corrected["t2m"].isel(**inner).quantile(q, "time")
-    err_c = float(np.abs(qc.values - qr.values).max())
-    err_h = float(np.abs(qh.values - qr.values).max())
-    assert err_h > 0.5  # the pseudo-GCM is biased (t2m -0.7 K, land -1.0 K)
-    assert err_c < 0.35 * err_h, (err_c, err_h)
+    for v, min_bias in (("t2m", 0.5), ("msl", 50.0)):
+        qr = ref[v].quantile(q, "time").values
+        err_h = float(np.abs(hist[v].quantile(q, "time").values - qr).max())
+        err_c = float(np.abs(corrected[v].quantile(q, "time").values - qr).max())
+        assert err_h > min_bias  # the pseudo-GCM is biased (t2m -0.7 K, land -1.0 K)
+        assert err_c < 0.35 * err_h, (v, err_c, err_h)
 
 
 def test_unbiased_input_is_left_unchanged():
+    """×20 is the reference averaged to 5°: no bias by construction, so every cell the guidance sees (those
+    overlapping the region) maps onto itself, on either grid."""
+    from zssd_engine.grids import Region
+    from zssd_engine.operators import grid_from_xarray
+
     case = P.prepare_case("x20", TIME, REGION)  # the reference averaged to 5°: no bias by construction
-    fixed = bias_corrected_case(case)
-    y5 = unified_field(case.gcm, case.fine)
-    for v in ("t2m", "msl", "u10", "v10"):
-        np.testing.assert_allclose(fixed.gcm[v].values, y5[v].values, atol=1e-3 * max(1.0, float(abs(y5[v]).mean())))
+    for grid in ("native", "unified"):
+        fixed = bias_corrected_case(case, {v: grid for v in ("t2m", "msl", "u10", "v10")}).gcm
+        before = case.gcm if grid == "native" else unified_field(case.gcm, case.fine)
+        _, li, lo = grid_from_xarray(before).covering(Region.parse(REGION))
+        for v in ("t2m", "msl", "u10", "v10"):
+            np.testing.assert_allclose(fixed[v].values[np.ix_(li, lo)], before[v].values[np.ix_(li, lo)],
+                                       atol=1e-3, rtol=1e-6, err_msg=f"{grid} {v}")
+
+
+def test_the_correction_grid_is_chosen_per_variable_and_checked(biased_case):
+    mixed = bias_corrected_case(biased_case, {"msl": "unified"}).gcm
+    assert mixed.attrs["bias_correction_grid"] == "t2m:native, msl:unified, u10:native, v10:native"
+    assert mixed.sizes["lat"] == 5  # a mixed correction is expressed on the unified cells
+    native = bias_corrected_case(biased_case).gcm
+    assert native.sizes == biased_case.gcm[["t2m"]].sizes  # all native: the GCM's own cells
+    with pytest.raises(ValueError, match="unknown bias-correction grid 'coarse'; choose from native, unified"):
+        bias_corrected_case(biased_case, {"t2m": "coarse"})
 
 
 def test_sources_without_history_are_refused():
@@ -67,5 +95,6 @@ def test_zssd_bc_output_carries_the_training_period(biased_case):
     ds = P.run_method(biased_case, "zssd-bc", prior=P.load_prior("tiny"), steps=2, members=2)
     assert ds.attrs["method"] == "zssd-bc"
     assert ds.attrs["bias_correction_training"] == "1991-2018, month 08, 12 UTC"
-    assert "unified 5°" in ds.attrs["bias_correction"]
+    assert "t2m: native GCM grid" in ds.attrs["bias_correction"]
+    assert ds.attrs["bias_correction_grid"] == "t2m:native, msl:native, u10:native, v10:native"
     assert float(ds.attrs["guidance_scale"]) == pytest.approx(P.guidance_default("zssd", 2))

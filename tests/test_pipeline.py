@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -162,10 +163,20 @@ def test_prior_cache_loads_once_and_reloads_a_rewritten_checkpoint(tmp_path):
 
 
 def test_a_monthly_mean_input_is_said_so_in_every_guided_output(tiny, case):
-    """A monthly-mean file (MPI-ESM-LR) is not an instantaneous state: the case and every guided result say so;
-    an instantaneous input's result does not carry the note."""
+    """A monthly-mean file (MPI-ESM-LR) is not an instantaneous state: the members are drawn through the month
+    (``member_time``), the result says so; DDRM is refused; an instantaneous input's result carries no note."""
     c = P.prepare_case("MPI-ESM-LR", "2005-08-01T00:00", REGION)
     assert c.gcm.attrs["time_mean"] == "month"
-    ds = P.run_method(c, "zssd", prior=tiny, steps=2)
-    assert ds.attrs["input_time_mean"] == P.results.MONTHLY_INPUT_NOTE and "monthly means" in ds.attrs["input_time_mean"]
-    assert "input_time_mean" not in P.run_method(case, "zssd", prior=tiny, steps=2).attrs
+    ds = P.run_method(c, "zssd", prior=tiny, steps=2, members=4)
+    note = ds.attrs["input_time_mean"]
+    assert "monthly means" in note and "members' MEAN" in note and "4 member(s)" in note
+    times = pd.to_datetime(ds["member_time"].values)
+    # August: 744 h in four equal parts, each member at its part's middle (93 h, 279 h, 465 h, 651 h)
+    assert list(times) == [pd.Timestamp("2005-08-04T21:00"), pd.Timestamp("2005-08-12T15:00"),
+                           pd.Timestamp("2005-08-20T09:00"), pd.Timestamp("2005-08-28T03:00")]
+    assert "single instant" not in note
+    assert "single instant" in P.run_method(c, "dps", prior=tiny, steps=2).attrs["input_time_mean"]
+    with pytest.raises(DataError, match="ddrm cannot downscale MPI-ESM-LR: the file holds monthly means"):
+        P.run_method(c, "ddrm", prior=tiny, steps=2)
+    plain = P.run_method(case, "zssd", prior=tiny, steps=2)
+    assert "input_time_mean" not in plain.attrs and "member_time" not in plain.coords

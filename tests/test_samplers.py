@@ -147,6 +147,36 @@ def test_dps_guidance_reduces_misfit(gauss, gcm, fine, cond):
     assert float(m1) < 0.5 * float(m0)
 
 
+def test_guiding_the_ensemble_mean(gauss, tiny, gcm, fine, cond):
+    """``guide_mean``: one misfit on the members' mean (a monthly-mean input).  The mean matches the data while
+    the members stay apart; with one member it is plain guidance; per-member conditioning reaches the network."""
+    obs = zssd_observation(gauss, gcm, fine)
+    kw = dict(steps=20, members=4, seed=3, guidance_scale=30.0)
+    per = _run(sample_zssd, gauss, gcm, fine, cond, **kw)[-1]
+    mean = _run(sample_zssd, gauss, gcm, fine, cond, guide_mean=True, **kw)[-1]
+    unguided = _run(sample_zssd, gauss, gcm, fine, cond, **{**kw, "guidance_scale": 0.0})[-1]
+    mis_mean = lambda st: float(obs.misfit(st.x_t.mean(0, keepdim=True))[0])  # noqa: E731
+    assert mis_mean(mean) < 0.5 * mis_mean(unguided)
+    assert mean.misfit_members and len(mean.misfit_members) == 4
+    # each member's own 5° means are not pinned, only their mean: members sit farther from y than when each is guided
+    own = lambda st: float(obs.misfit(st.x_t).mean())  # noqa: E731
+    assert own(mean) > 2 * own(per) and own(mean) > 2 * mis_mean(mean)
+    one = dict(kw, members=1)
+    a = _run(sample_zssd, gauss, gcm, fine, cond, guide_mean=True, **one)[-1]
+    b = _run(sample_zssd, gauss, gcm, fine, cond, **one)[-1]
+    assert torch.equal(a.x_t, b.x_t)
+    # one conditioning row per member: a member's sample depends on its own row only
+    static, tf = cond
+    rows_s = np.stack([static, static_channels(fine, *load_statics().region(fine), "2021-08-20T18:00")])
+    rows_t = np.concatenate([tf, time_features(["2021-08-20T18:00"])])
+    two = _run(sample_zssd, tiny, gcm, fine, (rows_s, rows_t), steps=2, members=2, seed=1)[-1]
+    same = _run(sample_zssd, tiny, gcm, fine, (np.stack([static, static]), np.concatenate([tf, tf])), steps=2,
+                members=2, seed=1)[-1]
+    assert torch.equal(two.x_t[0], same.x_t[0]) and not torch.equal(two.x_t[1], same.x_t[1])
+    with pytest.raises(ValueError, match=r"time features must be .*\(2, F\)"):
+        list(sample_zssd(tiny, gcm, fine, static, np.concatenate([tf, tf, tf]), steps=2, members=2))
+
+
 def test_ddrm_noiseless_reproduces_block_means(tiny, gauss, gcm, fine, cond):
     obs = native_observation(gauss, gcm, fine)
     A = conservative(fine, obs.coarse_grid, dtype=torch.float64)

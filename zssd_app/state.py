@@ -326,8 +326,10 @@ class AppState(SelectionMixin, param.Parameterized):
 
         names = [v for v in ("t2m", "msl", "u10", "v10") if v in r]
         meth = self.result_meta.get("method", self.method)
+        monthly = "member_time" in r.coords  # members drawn through a month (a monthly-mean input)
         if self.result_view == "mean":
-            return xr.Dataset({v: r[v].isel(time=0) for v in names}), f"{meth} ensemble mean of {n}"
+            return (xr.Dataset({v: r[v].isel(time=0) for v in names}),
+                    f"{meth} ensemble mean of {n}" + (" = the downscaled monthly mean" if monthly else ""))
         if self.result_view == "spread":
             ds = xr.Dataset({v: r[f"{v}_spread"].isel(time=0) for v in names})
             if "u10" in ds and "v10" in ds:  # the spread of the wind speed, shown as the 'wind' field
@@ -335,8 +337,10 @@ class AppState(SelectionMixin, param.Parameterized):
                 ds["u10"], ds["v10"] = sp, xr.zeros_like(sp)
             return ds, f"{meth} ensemble spread (std over {n} members)"
         k = min(max(int(self.result_member), 1), n)
+        when = (f", drawn at {np.datetime_as_string(r['member_time'].values[k - 1], 'h').replace('T', ' ')} UTC"
+                if monthly else "")
         return (xr.Dataset({v: r[f"{v}_members"].isel(time=0, member=k - 1) for v in names}),
-                f"{meth} result, member {k} of {n}")
+                f"{meth} result, member {k} of {n}{when}")
 
     def export_netcdf(self) -> Path:
         """Write the last finished run to the server's export directory (atomic); returns the path."""

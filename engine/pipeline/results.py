@@ -22,9 +22,10 @@ from ..errors import DataError
 from ..real_sources import ERA5_CREDIT, REAL_SOURCES
 from ..variables import VARIABLE_INFO, VARIABLES
 from .case import Case, reference_label
+from .monthly import member_times, monthly_note
 from .priors import prior_sha256
 
-__all__ = ["MONTHLY_INPUT_NOTE", "result_dataset", "baseline_result", "write_netcdf_atomic", "write_json_atomic"]
+__all__ = ["result_dataset", "baseline_result", "write_netcdf_atomic", "write_json_atomic"]
 
 
 def _now() -> str:
@@ -84,13 +85,6 @@ def _assemble(case: Case, fields: dict[str, np.ndarray], attrs: dict[str, Any]) 
     return ds
 
 
-#: Said in the attributes of every guided result on a monthly-mean input (and shown by the app).
-MONTHLY_INPUT_NOTE = ("the input holds monthly means: guidance pulled each sample's 5° means toward a month's "
-                      "mean, so a sample is neither an instantaneous state nor a downscaled monthly mean (its "
-                      "time embedding is the date and hour picked); read it as a plausible 0.25° field whose "
-                      "large scales match the monthly mean")
-
-
 def result_dataset(case: Case, final_state, prior, method: str, steps: int, seed: int,
                    guidance_scale: float | None = None, seconds: float | None = None,
                    variables: Sequence[str] | None = None, extra_attrs: dict | None = None) -> xr.Dataset:
@@ -120,10 +114,16 @@ def result_dataset(case: Case, final_state, prior, method: str, steps: int, seed
     }
     if seconds is not None:
         attrs["seconds"] = round(float(seconds), 3)
-    if case.gcm.attrs.get("time_mean") == "month":
-        attrs["input_time_mean"] = MONTHLY_INPUT_NOTE
+    monthly = case.gcm.attrs.get("time_mean") == "month"
+    if monthly:
+        attrs["input_time_mean"] = monthly_note(int(x.shape[0]))
     attrs.update(extra_attrs or {})
-    return _assemble(case, fields, attrs)
+    ds = _assemble(case, fields, attrs)
+    if monthly:  # each member's own time (pipeline.monthly.member_times)
+        ds = ds.assign_coords(member_time=("member", np.asarray(member_times(case.time, int(x.shape[0])),
+                                                                dtype="datetime64[ns]"),
+                                           {"long_name": "time each member was drawn at (its time conditioning)"}))
+    return ds
 
 
 def baseline_result(case: Case, ds: xr.Dataset, method: str, seconds: float | None = None,

@@ -10,6 +10,7 @@ import xarray as xr
 from ..methods import METHODS as METHOD_REGISTRY, is_guided, sampler_name
 from .case import BASELINES, GUIDED_METHODS, Case, check_method
 from .classical import baseline
+from .monthly import check_monthly_method, is_monthly, member_conditioning
 from .results import baseline_result, result_dataset
 
 __all__ = ["sampler", "run_method", "guidance_default"]
@@ -35,8 +36,12 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
         kw["guidance_scale"] = guidance_scale
     elif guidance_scale is not None and method in METHOD_REGISTRY:  # ddrm: the registered unguided sampler
         raise ValueError(f"{method} takes no guidance scale (it projects onto the data); use sigma_y/eta_b")
-    return fn(prior, case.gcm, case.fine, case.static, case.time_feats, steps=steps, members=members, seed=seed,
-              **kw)
+    static, time_feats = case.static, case.time_feats
+    if is_monthly(case):  # members drawn through the month, their mean guided (pipeline.monthly)
+        check_monthly_method(case, method)
+        static, time_feats, _ = member_conditioning(case, members)
+        kw["guide_mean"] = True
+    return fn(prior, case.gcm, case.fine, static, time_feats, steps=steps, members=members, seed=seed, **kw)
 
 
 def run_method(case: Case, method: str, prior=None, steps: int = 100, members: int = 1, seed: int = 0,

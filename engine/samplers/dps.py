@@ -47,11 +47,12 @@ def native_observation(prior: Denoiser, gcm, fine: LatLonGrid) -> Observation:
 def sample_dps(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, steps: int = 100,
                members: int = 1, seed: int = 0, guidance_scale: float | None = None,
                guidance_schedule: str = "constant", eta: float = 1.0,
-               x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None) -> Iterator[StepState]:
+               x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None,
+               guide_mean: bool = False) -> Iterator[StepState]:
     """Vanilla DPS posterior samples; parameters as :func:`zssd_engine.samplers.zssd.sample_zssd`."""
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
     obs = native_observation(prior, gcm, fine)
     return run_guided(prior, obs, static, time_feats, fine, method="dps", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
-                      min_alpha_bar=min_alpha_bar)
+                      min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)

@@ -120,7 +120,8 @@ def _misfit_record(obs: Observation | None, mis: torch.Tensor | None) -> tuple[t
 def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, time_feats: torch.Tensor,
                 shape: tuple[int, int], *, steps: int, members: int, seed: int, guidance_scale: float,
                 guidance_schedule: str = "constant", eta: float = 1.0, method: str = "zssd",
-                x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None) -> Iterator[StepState]:
+                x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None,
+                guide_mean: bool = False) -> Iterator[StepState]:
     """Respaced ancestral sampling with DPS-style guidance (Chung et al. 2023, Alg. 1).
 
     Each step evaluates the denoiser at ``x_t`` (with autograd when guided), takes the
@@ -129,6 +130,12 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
     ``obs=None`` or ``ζ = 0`` gives unguided ancestral sampling (no backpropagation).  The
     graph is dropped after every step.  The noise of step ``i`` and the initial ``x_T`` are
     drawn from one generator seeded with ``seed``.
+
+    ``guide_mean=True`` guides the *ensemble mean* instead of each member (a monthly-mean
+    observation of members drawn at different times): one misfit
+    ``‖W^{1/2}(A(mean_b x̂0_b) − y)‖``, whose gradient gives each member ``1/B`` of the mean's
+    step, so ζ_t is multiplied by ``B`` — each member moves as far as one guided sample would.
+    The step's ``misfit`` is then the mean's; ``misfit_members`` stay each member's own.
     """
     dev = prior.device
     ab = alphas_cumprod_of(prior)
@@ -147,14 +154,18 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
         with torch.enable_grad() if guided else torch.no_grad():
             eps, x0 = denoise(prior, x_in, t_vec, a_t, static, time_feats, x0_clip)
             if obs is not None:
-                mis = obs.misfit(x0)
+                mis = obs.misfit(x0.mean(0, keepdim=True) if guide_mean else x0)
         with torch.no_grad():
             noise = (torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype) if t_next >= 0 else None)
             x_next = ddim_step(x_in.detach(), x0.detach(), eps.detach(), a_t, a_prev, eta, noise)
         gnorm = 0.0
         if guided:
-            x_next, gnorm = dps_correction(x_next, x_in, mis, zeta * guidance_factor(guidance_schedule, a_t))
+            scale = zeta * guidance_factor(guidance_schedule, a_t) * (members if guide_mean else 1)
+            x_next, gnorm = dps_correction(x_next, x_in, mis, scale)
         m, mean, rms = _misfit_record(obs, mis)
+        if guide_mean and obs is not None:  # the record keeps each member's own misfit beside the mean's
+            with torch.no_grad():
+                m = tuple(float(v) for v in obs.misfit(x0.detach()))
         state = StepState(step=i, n_steps=len(ts), t=int(t), t_next=int(t_next), x_t=x_next.detach(),
                           x0_hat=x0.detach(), misfit=mean, misfit_members=m, misfit_rms=rms,
                           guidance_norm=gnorm, sigma=math.sqrt((1.0 - a_t) / a_t), alpha_bar=a_t,
@@ -166,7 +177,8 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
 
 def run_guided(prior: Denoiser, obs: Observation, static, time_feats, fine: LatLonGrid, *, method: str,
                steps: int, members: int, seed: int, guidance_scale: float | None, guidance_schedule: str,
-               eta: float, x0_clip: float | None, min_alpha_bar: float | None) -> Iterator[StepState]:
+               eta: float, x0_clip: float | None, min_alpha_bar: float | None,
+               guide_mean: bool = False) -> Iterator[StepState]:
     """Batch the conditioning, resolve ζ (``None``: the tuned :func:`default_guidance_scale` of
     ``method``) and return :func:`guided_loop` — the common tail of :func:`sample_zssd
     <zssd_engine.samplers.zssd.sample_zssd>` and :func:`sample_dps <zssd_engine.samplers.dps.sample_dps>`."""
@@ -174,4 +186,4 @@ def run_guided(prior: Denoiser, obs: Observation, static, time_feats, fine: LatL
     zeta = default_guidance_scale(method, steps) if guidance_scale is None else float(guidance_scale)
     return guided_loop(prior, obs, static_b, tf_b, fine.shape, steps=steps, members=members, seed=seed,
                        guidance_scale=zeta, guidance_schedule=guidance_schedule, eta=eta, method=method,
-                       x0_clip=x0_clip, min_alpha_bar=min_alpha_bar)
+                       x0_clip=x0_clip, min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)

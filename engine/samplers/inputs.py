@@ -49,16 +49,26 @@ def make_generator(device: torch.device, seed: int) -> torch.Generator:
 
 def expand_conditioning(prior: Denoiser, static, time_feats, members: int,
                         shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Static channels ``(S, H, W)`` and time features ``(F,)``/``(1, F)`` → batched tensors on the prior's device."""
+    """Static channels and time features → tensors batched over the members, on the prior's device.
+
+    ``static`` is ``(S, H, W)``/``(1, S, H, W)`` (shared) or ``(members, S, H, W)`` (one per member);
+    ``time_feats`` is ``(F,)``/``(1, F)`` or ``(members, F)``.  Per-member conditioning is how an
+    ensemble drawn at different times (a monthly-mean input, :mod:`zssd_engine.pipeline.monthly`)
+    keeps each member's own time embedding.
+    """
     dev = prior.device
     s = torch.as_tensor(np.asarray(static) if not isinstance(static, torch.Tensor) else static,
                         dtype=torch.float32, device=dev)
-    if s.ndim == 4:
-        if s.shape[0] != 1:
-            raise ValueError(f"static channels must be (S, H, W) or (1, S, H, W), got {tuple(s.shape)}")
-        s = s[0]
-    if s.ndim != 3 or tuple(s.shape[-2:]) != tuple(shape):
+    if s.ndim == 3:
+        s = s[None]
+    if s.ndim != 4 or s.shape[0] not in (1, members):
+        raise ValueError(f"static channels must be (S, H, W), (1, S, H, W) or ({members}, S, H, W), "
+                         f"got {tuple(s.shape)}")
+    if tuple(s.shape[-2:]) != tuple(shape):
         raise ValueError(f"static channels of shape {tuple(s.shape)} do not match the fine grid {shape}")
     tf = torch.as_tensor(np.asarray(time_feats) if not isinstance(time_feats, torch.Tensor) else time_feats,
-                         dtype=torch.float32, device=dev).reshape(1, -1)
-    return s[None].expand(members, *s.shape).contiguous(), tf.expand(members, tf.shape[1]).contiguous()
+                         dtype=torch.float32, device=dev)
+    tf = tf.reshape(1, -1) if tf.ndim < 2 else tf
+    if tf.ndim != 2 or tf.shape[0] not in (1, members):
+        raise ValueError(f"time features must be (F,), (1, F) or ({members}, F), got {tuple(tf.shape)}")
+    return s.expand(members, *s.shape[1:]).contiguous(), tf.expand(members, tf.shape[1]).contiguous()

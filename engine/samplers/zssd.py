@@ -61,7 +61,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
                 members: int = 1, seed: int = 0, guidance_scale: float | None = None,
                 guidance_schedule: str = "constant", eta: float = 1.0,
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
-                min_alpha_bar: float | None = None) -> Iterator[StepState]:
+                min_alpha_bar: float | None = None, guide_mean: bool = False) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -73,7 +73,8 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     fine
         The 0.25° grid of the region (``era5_grid().select(region)[0]``).
     static, time_feats
-        Conditioning: ``(S, H, W)`` static channels and ``(F,)`` time features.
+        Conditioning: ``(S, H, W)`` static channels and ``(F,)`` time features, or one row per
+        member (``(members, S, H, W)``, ``(members, F)``).
     steps, members, seed
         Respaced steps (1–1000), ensemble size (one batch), RNG seed.
     guidance_scale
@@ -89,6 +90,10 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     min_alpha_bar
         The chain starts at the last timestep with ``ᾱ ≥ min_alpha_bar`` (default
         :data:`zssd_engine.samplers.respacing.MIN_ALPHA_BAR`); see :func:`zssd_engine.samplers.respacing.respaced_timesteps`.
+    guide_mean
+        Guide the ensemble mean, not each member (a monthly-mean ``gcm`` with members drawn at times
+        spread over the month, each with its own ``static``/``time_feats`` row); see
+        :func:`zssd_engine.samplers.guidance.guided_loop`.
 
     Returns
     -------
@@ -100,4 +105,4 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     obs = zssd_observation(prior, gcm, fine, unified_res)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
-                      min_alpha_bar=min_alpha_bar)
+                      min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)

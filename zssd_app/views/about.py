@@ -43,12 +43,14 @@ disaggregation, Wood et al. 2004) are the classical baselines.
 * **MPI-ESM-LR**: a **real** CMIP5 file (historical, 2005 monthly means of tas, uas, vas; no
   sea-level pressure), read unchanged. There is no reference state for it, so the comparison is
   **unpaired** and no errors are computed.
-  Its fields are **monthly means**: guidance pulls a sample's 5° means toward a month's mean, so the
-  result is a plausible 0.25° field with those large scales, neither an instantaneous state nor a
-  downscaled monthly mean; the caption and every output's `input_time_mean` attribute say so.
-  (Guiding the *mean of an ensemble drawn through the month* toward it would be the faithful
-  treatment; it is not built yet.) ZSSD-BC is refused on it: one year of monthly means gives no
-  historical run to train the correction on.
+  Its fields are **monthly means**, not instantaneous states. ZSSD and DPS therefore draw their
+  members at times spread evenly over the month (each with its own time conditioning: month, day,
+  hour and local solar time) and guide the **members' mean** toward the monthly mean, one misfit on
+  the batch mean. The ensemble mean is the downscaled monthly mean; each member is a state at its
+  own time (`member_time` in the NetCDF export), of which only the mean is pinned to the month.
+  Use 8 or more members: with one, the month is a single instant, and the output says so
+  (`input_time_mean`). DDRM is refused on it (it would give every member the month's large scales),
+  and so is ZSSD-BC: one year of monthly means gives no historical run to train the correction on.
 * **Real weather.** `ERA5-x20` / `ERA5-x10`: one **real ERA5 week** (2026-03-25..31, 24 times about
   7 h apart) averaged to 5° / 2.5° — a *paired real* task. Its reference is **ERA5 (real, 1° points)**:
   the week is stored at 1°, which is every 4th point of the 0.25° grid, so scores compare the 0.25°

@@ -262,8 +262,9 @@ class MapsView(pn.viewable.Viewer):
                   "paired: the demo-world reference is the truth the GCM field was derived from"
                   if c.paired else "**unpaired**: a real GCM has no matching reference state; the demo-world "
                                    "panel is context only")
-        monthly = (" · **monthly means**: the input is a month's mean, not a state at this hour; a ZSSD sample "
-                   "matches its 5° means and is neither an instantaneous state nor a downscaled monthly mean"
+        monthly = (" · **monthly means**: the input is a month's mean, not a state at this hour; ZSSD and DPS draw "
+                   "their members at times spread over the month and guide the members' *mean* toward it, so the "
+                   "ensemble mean is the downscaled monthly mean (use 8 members); live x̂0 is member 1, an instant"
                    if c.gcm.attrs.get("time_mean") == "month" else "")
         return (
             f"**{c.source_id}**, {c.time:%Y-%m-%d %H:%M} UTC, region {c.region.as_text()} (S,N,W,E) · "
