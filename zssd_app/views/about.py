@@ -63,13 +63,14 @@ disaggregation, Wood et al. 2004) are the classical baselines.
 
 ### Bias-aware ZSSD (ZSSD-BC)
 A GCM is biased against reanalysis, and plain guidance copies the bias. ZSSD-BC first maps the GCM
-field, averaged onto the unified 5° cells, onto the reference's distribution there (empirical
+field, on the GCM's own cells, onto the reference's distribution there (empirical
 quantile mapping per calendar month and cell: the "BC" half of BCSD, trained on the GCM's historical
 run against the reference in training years only), then guides toward the corrected field. It is
 offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
 training period is in every output's attributes. Measured on the five pseudo-GCMs (16 held-out cases
 each, 8 members, prior v2): lower CRPS than BCSD on every column and variable, lower msl error of the
-ensemble mean, but a t2m ensemble mean 19–29 % worse than BCSD's (`benchmarks/results/paper_table_bc/`).
+ensemble mean, but a t2m ensemble mean 11–13 % worse than BCSD's (`benchmarks/results/paper_table_bc_native/`;
+19–29 % when the correction worked on the 5° cells).
 
 ### Scores
 MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error
