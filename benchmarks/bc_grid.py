@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -33,6 +32,7 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import header, md_header, write  # noqa: E402
+from bc_scales import area_mae, large_scale_operator  # noqa: E402
 from tune_guidance import training_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
@@ -40,9 +40,7 @@ from zssd_engine.bias_correction import BIAS_GRIDS, bias_corrected_case  # noqa:
 from zssd_engine.evaluate import evaluation_cases  # noqa: E402
 from zssd_engine.gcm import PSEUDO_GCMS  # noqa: E402
 from zssd_engine.grids import lat_weights  # noqa: E402
-from zssd_engine.operators import ucg_operator  # noqa: E402
 from zssd_engine.pipeline import BCSD_DAYS, BCSD_YEARS  # noqa: E402
-from zssd_engine.samplers.observation import ucg_coarse_grid  # noqa: E402
 from zssd_engine.samplers.zssd import zssd_observation  # noqa: E402
 
 VARIABLES = ("t2m", "msl", "u10", "v10")
@@ -51,12 +49,8 @@ VARIABLES = ("t2m", "msl", "u10", "v10")
 def target_errors(case, prior) -> dict[str, dict[str, float]]:
     """``{variable: {grid | "uncorrected": MAE of y_high − A_high(ref)}}`` for one case."""
     fine = case.fine
-    op = ucg_operator(fine, ucg_coarse_grid(fine))
+    a_high = large_scale_operator(fine)
     w = lat_weights(fine.lat)[:, None] * np.ones(fine.shape)
-
-    def a_high(f: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return op(torch.as_tensor(f, dtype=op.m_lat.dtype)[None, None])[0, 0].double().numpy()
 
     def y_high(gcm) -> np.ndarray:
         obs = zssd_observation(prior, gcm, fine)
@@ -69,7 +63,7 @@ def target_errors(case, prior) -> dict[str, dict[str, float]]:
     out = {}
     for v in VARIABLES:
         ah = a_high(np.asarray(case.reference[v].values, dtype=np.float64))
-        out[v] = {k: float((np.abs(y[vi[v]] - ah) * w).sum() / w.sum()) for k, y in targets.items()}
+        out[v] = {k: area_mae(y[vi[v]] - ah, w) for k, y in targets.items()}
     return out
 
 

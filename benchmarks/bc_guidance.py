@@ -36,18 +36,15 @@ from tune_guidance import training_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
 from zssd_engine.bias_correction import bias_corrected_case  # noqa: E402
-from zssd_engine.grids import lat_weights  # noqa: E402
+from zssd_engine.metrics import mae  # noqa: E402
 
 VARIABLES = ("t2m", "msl", "u10", "v10")
 
 
 def scores(ds, case) -> dict[str, float]:
-    w = lat_weights(case.fine.lat)[:, None] * np.ones(case.fine.shape)
-    out = {}
-    for v in VARIABLES:
-        e = np.asarray(ds[v].values, dtype=np.float64).reshape(case.fine.shape) - np.asarray(case.reference[v].values)
-        out[v] = float((np.abs(e) * w).sum() / w.sum())
-    return out
+    """cos φ weighted MAE of the ensemble mean against the case's reference, per variable."""
+    return {v: float(mae(ds[v].isel(time=0, drop=True).astype(np.float64), case.reference[v].squeeze(drop=True)))
+            for v in VARIABLES}
 
 
 def main(argv=None) -> int:

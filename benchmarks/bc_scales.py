@@ -50,23 +50,33 @@ def _field(ds, name: str = "t2m") -> np.ndarray:
     return np.asarray(ds[name].values, dtype=np.float64).reshape(ds[name].shape[-2:])
 
 
-def split(pred: np.ndarray, ref: np.ndarray, a_high, w: np.ndarray) -> dict[str, float]:
-    """MAE of the error ``pred − ref``, of its 5°-resolved part and of the detail below (cos φ weights)."""
-    e = pred - ref
-    large = a_high(e)
-    mae = lambda x: float((np.abs(x) * w).sum() / w.sum())  # noqa: E731
-    return {"mae": mae(e), "large": mae(large), "detail": mae(e - large)}
-
-
-def one_case(column: str, c, world, prior, members: int, steps: int, seed: int, x20_cache: dict) -> dict:
-    case = P.prepare_case(column.removeprefix("gcm:"), c.time, c.region, world=world)
-    fine = case.fine
+def large_scale_operator(fine):
+    """``A_high``: the UCG operator of ``fine`` (conservative to the unified 5° cells, bilinear back) on numpy fields."""
     op = ucg_operator(fine, ucg_coarse_grid(fine))
 
     def a_high(f: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return op(torch.as_tensor(f, dtype=op.m_lat.dtype)[None, None])[0, 0].double().numpy()
 
+    return a_high
+
+
+def area_mae(x: np.ndarray, w: np.ndarray) -> float:
+    """cos φ weighted mean of ``|x|`` (``w``: the weights on the same grid)."""
+    return float((np.abs(x) * w).sum() / w.sum())
+
+
+def split(pred: np.ndarray, ref: np.ndarray, a_high, w: np.ndarray) -> dict[str, float]:
+    """MAE of the error ``pred − ref``, of its 5°-resolved part and of the detail below (cos φ weights)."""
+    e = pred - ref
+    large = a_high(e)
+    return {"mae": area_mae(e, w), "large": area_mae(large, w), "detail": area_mae(e - large, w)}
+
+
+def one_case(column: str, c, world, prior, members: int, steps: int, seed: int, x20_cache: dict) -> dict:
+    case = P.prepare_case(column.removeprefix("gcm:"), c.time, c.region, world=world)
+    fine = case.fine
+    a_high = large_scale_operator(fine)
     ref = _field(case.reference)
     w = lat_weights(fine.lat)[:, None] * np.ones(fine.shape)
     rows = {}
@@ -78,7 +88,7 @@ def one_case(column: str, c, world, prior, members: int, steps: int, seed: int, 
     obs = zssd_observation(prior, bias_corrected_case(case).gcm, fine)
     vi = list(prior.variables).index("t2m")
     y_high = (obs.y[vi] * prior.std[vi] + prior.mean[vi]).double().cpu().numpy()
-    rows["zssd-bc"]["target"] = float((np.abs(y_high - a_high(ref)) * w).sum() / w.sum())
+    rows["zssd-bc"]["target"] = area_mae(y_high - a_high(ref), w)
     key = (c.time, c.region.as_text())
     if key not in x20_cache:  # the same case at x20: guidance toward the reference's own 5° means
         c20 = P.prepare_case("x20", c.time, c.region, world=world)

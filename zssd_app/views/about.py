@@ -69,7 +69,7 @@ run against the reference in training years only), then guides toward the correc
 offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
 training period is in every output's attributes. Measured on the five pseudo-GCMs (16 held-out cases
 each, 8 members, prior v2): lower CRPS than BCSD on every column and variable, lower msl error of the
-ensemble mean, but a t2m ensemble mean 11–13 % worse than BCSD's (`benchmarks/results/paper_table_bc_native/`;
+ensemble mean, but a t2m ensemble mean 10–13 % worse than BCSD's (`benchmarks/results/paper_table_bc_native/`;
 19–29 % when the correction worked on the 5° cells).
 
 ### Scores
