@@ -126,3 +126,24 @@ def test_a_shallow_storm_on_a_background_gradient_is_found_at_its_centre():
     # the dent's ring depth alone (2 hPa minus its own 0.6 hPa at the 4° ring) is 1.4 hPa; the smoothing takes a
     # little: above the 1 hPa threshold, below the full dent
     assert 100.0 < best.depth < 200.0
+
+
+def test_a_deep_low_with_damped_winds_passes_but_a_shallow_calm_one_does_not():
+    """A coarse model over land damps a storm's 10 m wind below the 3 m/s test: a closed low 4 hPa deep with
+    2 m/s is kept (from ``strong_depth`` half the wind suffices), a 1.5 hPa low as calm (a heat low) is not,
+    and neither is a deep low with no wind at all."""
+    from zssd_engine.cyclones import R_EARTH_KM, _great_circle_km, detect_cyclones_arrays
+
+    lat = np.arange(-40.0, -2.0, 1.4)
+    lon = np.arange(18.0, 57.0, 1.4)
+    la, lo = np.meshgrid(lat, lon, indexing="ij")
+    calm = np.full(la.shape, 2.0)  # m/s everywhere: below min_wind
+    for dent, kept in ((500.0, True), (200.0, False)):
+        r = _great_circle_km(-20.6, 37.4, la, lo) / R_EARTH_KM * 180 / np.pi
+        p = 101000.0 - dent * np.exp(-0.5 * (r / 2.0) ** 2)
+        found = detect_cyclones_arrays(lat, lon, p, calm, calm)
+        assert bool(found) is kept, (dent, found)
+        if kept:
+            assert found[0].depth >= 250.0
+            assert not detect_cyclones_arrays(lat, lon, p, calm, calm, strong_depth=np.inf)  # the rule is what finds it
+            assert not detect_cyclones_arrays(lat, lon, p, 0 * calm, 0 * calm)
