@@ -86,7 +86,8 @@ _ALL = (
     Method("zssd", "ZSSD", DIFFUSION, guided=True, sampler="zssd",
            summary="diffusion posterior sampling with Unified Coordinate Guidance"),
     Method("zssd-bc", "ZSSD-BC", DIFFUSION, guided=True, paired_training=True, sampler="zssd", bias_corrected=True,
-           summary="ZSSD toward the GCM field quantile-mapped on its own grid (BCSD's BC step)"),
+           summary="ZSSD toward the GCM field quantile-mapped on its own grid (BCSD's BC step), "
+                   "guided on 2.5° unified cells"),
     Method("dps", "DPS", DIFFUSION, guided=True, sampler="dps",
            summary="vanilla DPS with the GCM grid's block averaging"),
     Method("ddrm", "DDRM", DIFFUSION, sampler="ddrm",

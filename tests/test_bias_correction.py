@@ -98,3 +98,36 @@ def test_zssd_bc_output_carries_the_training_period(biased_case):
     assert "t2m: native GCM grid" in ds.attrs["bias_correction"]
     assert ds.attrs["bias_correction_grid"] == "t2m:native, msl:native, u10:native, v10:native"
     assert float(ds.attrs["guidance_scale"]) == pytest.approx(P.guidance_default("zssd", 2))
+
+
+def test_zssd_bc_guides_on_2_5_degree_cells_but_never_finer_than_its_field(biased_case):
+    """zssd-bc guides on the finest unified grid that is no finer than the corrected field's cells: 2.5° for
+    the 1.875° MPI-ESM1-2-LR, the paper's 5° for ×20 (5° cells: zssd-bc then guides exactly like zssd) and
+    whenever a variable is corrected on the unified 5° cells."""
+    from zssd_engine.bias_correction import guidance_res
+
+    assert guidance_res(biased_case) == 2.5
+    assert guidance_res(biased_case, {"msl": "unified"}) == 5.0
+    assert guidance_res(P.prepare_case("x20", TIME, REGION)) == 5.0
+
+
+def test_the_guidance_grid_reaches_the_sampler_and_the_attributes(biased_case, monkeypatch):
+    import zssd_engine.samplers.zssd as Z
+
+    seen = []
+    real = Z.zssd_observation
+
+    def spy(prior, gcm, fine, unified_res=None):
+        seen.append(unified_res)
+        return real(prior, gcm, fine, unified_res)
+
+    monkeypatch.setattr(Z, "zssd_observation", spy)
+    tiny = P.load_prior("tiny")
+    ds = P.run_method(biased_case, "zssd-bc", prior=tiny, steps=2)
+    assert seen == [2.5] and ds.attrs["unified_res"] == 2.5
+    assert "UCG guidance on the unified 2.5° grid" in ds.attrs["bias_correction"]
+    ds = P.run_method(biased_case, "zssd-bc", prior=tiny, steps=2, unified_res=5.0)  # an explicit choice wins
+    assert seen[-1] == 5.0 and ds.attrs["unified_res"] == 5.0
+    assert "unified 5° grid" in ds.attrs["bias_correction"]
+    P.run_method(biased_case, "zssd", prior=tiny, steps=2)  # plain zssd keeps the paper's 5°
+    assert seen[-1] is None

@@ -27,9 +27,11 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
 
     if method in BASELINES:
         raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
-    from ..bias_correction import BC_METHODS, bias_corrected_case
+    from ..bias_correction import BC_METHODS, bias_corrected_case, guidance_res
 
-    if method in BC_METHODS:  # correct Y's large-scale bias at the unified grid, then guide as usual
+    if method in BC_METHODS:  # correct Y's bias on its cells, then guide as usual (on finer unified cells)
+        if BC_METHODS[method] == "zssd":
+            kw.setdefault("unified_res", guidance_res(case))
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if is_guided(method):
@@ -62,7 +64,7 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
         guidance_scale = guidance_default(method, steps)
     from ..bias_correction import BC_METHODS, bias_attrs
 
-    extra = bias_attrs(case) if method in BC_METHODS else {}
+    extra = bias_attrs(case, unified_res=kw.get("unified_res")) if method in BC_METHODS else {}
     gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
     final = None
     try:
