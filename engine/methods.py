@@ -87,7 +87,7 @@ _ALL = (
            summary="diffusion posterior sampling with Unified Coordinate Guidance"),
     Method("zssd-bc", "ZSSD-BC", DIFFUSION, guided=True, paired_training=True, sampler="zssd", bias_corrected=True,
            summary="ZSSD toward the GCM field quantile-mapped on its own grid (BCSD's BC step), "
-                   "guided on 2.5° unified cells"),
+                   "guided on 5° unified cells, or 2.5° where its training years favour it"),
     Method("dps", "DPS", DIFFUSION, guided=True, sampler="dps",
            summary="vanilla DPS with the GCM grid's block averaging"),
     Method("ddrm", "DDRM", DIFFUSION, sampler="ddrm",

@@ -100,18 +100,24 @@ def test_zssd_bc_output_carries_the_training_period(biased_case):
     assert float(ds.attrs["guidance_scale"]) == pytest.approx(P.guidance_default("zssd", 2))
 
 
-def test_zssd_bc_guides_on_2_5_degree_cells_but_never_finer_than_its_field(biased_case):
-    """zssd-bc guides on the finest unified grid that is no finer than the corrected field's cells: 2.5° for
-    the 1.875° MPI-ESM1-2-LR, the paper's 5° for ×20 (5° cells: zssd-bc then guides exactly like zssd) and
-    whenever a variable is corrected on the unified 5° cells."""
-    from zssd_engine.bias_correction import guidance_res
+def test_zssd_bc_guides_on_its_gcms_grid_but_never_finer_than_its_field(biased_case, monkeypatch):
+    """zssd-bc guides on the unified grid chosen for its GCM (BC_GUIDANCE_RES), but never on cells finer than
+    the corrected field's: the paper's 5° for ×20 (5° cells: zssd-bc then guides exactly like zssd), for a
+    GCM not in the table, and whenever a variable is corrected on the unified 5° cells."""
+    import zssd_engine.bias_correction as B
+    from zssd_engine.gcm import PSEUDO_GCMS
 
-    assert guidance_res(biased_case) == 2.5
-    assert guidance_res(biased_case, {"msl": "unified"}) == 5.0
-    assert guidance_res(P.prepare_case("x20", TIME, REGION)) == 5.0
+    assert set(B.BC_GUIDANCE_RES) <= set(PSEUDO_GCMS) and set(B.BC_GUIDANCE_RES.values()) <= {2.5, 5.0}
+    monkeypatch.setattr(B, "BC_GUIDANCE_RES", {"MPI-ESM1-2-LR": 2.5, "x20": 2.5})
+    assert B.guidance_res(biased_case) == 2.5  # 1.875° cells: 2.5° is coarser, allowed
+    assert B.guidance_res(biased_case, {"msl": "unified"}) == 5.0
+    assert B.guidance_res(P.prepare_case("x20", TIME, REGION)) == 5.0
+    monkeypatch.setattr(B, "BC_GUIDANCE_RES", {})
+    assert B.guidance_res(biased_case) == 5.0
 
 
 def test_the_guidance_grid_reaches_the_sampler_and_the_attributes(biased_case, monkeypatch):
+    import zssd_engine.bias_correction as B
     import zssd_engine.samplers.zssd as Z
 
     seen = []
@@ -122,6 +128,7 @@ def test_the_guidance_grid_reaches_the_sampler_and_the_attributes(biased_case, m
         return real(prior, gcm, fine, unified_res)
 
     monkeypatch.setattr(Z, "zssd_observation", spy)
+    monkeypatch.setattr(B, "BC_GUIDANCE_RES", {"MPI-ESM1-2-LR": 2.5})
     tiny = P.load_prior("tiny")
     ds = P.run_method(biased_case, "zssd-bc", prior=tiny, steps=2)
     assert seen == [2.5] and ds.attrs["unified_res"] == 2.5

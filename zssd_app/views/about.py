@@ -65,12 +65,16 @@ disaggregation, Wood et al. 2004) are the classical baselines.
 A GCM is biased against reanalysis, and plain guidance copies the bias. ZSSD-BC first maps the GCM
 field, on the GCM's own cells, onto the reference's distribution there (empirical
 quantile mapping per calendar month and cell: the "BC" half of BCSD, trained on the GCM's historical
-run against the reference in training years only), then guides toward the corrected field. It is
+run against the reference in training years only), then guides toward the corrected field — on
+2.5° unified cells for the pseudo-GCMs (chosen per model on training-year cases; the paper's 5° for
+any other source and never finer than the field's own cells). It is
 offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
-training period is in every output's attributes. Measured on the five pseudo-GCMs (16 held-out cases
-each, 8 members, prior v2): lower CRPS than BCSD on every column and variable, lower msl error of the
-ensemble mean, but a t2m ensemble mean 10–13 % worse than BCSD's (`benchmarks/results/paper_table_bc_native/`;
-19–29 % when the correction worked on the 5° cells).
+training period and the guidance grid are in every output's attributes. Measured on the five pseudo-GCMs
+(16 held-out cases each, 8 members, prior v2; `benchmarks/results/paper_table_bc_guidance/`): lower CRPS
+than BCSD's error on every column and variable, lower msl and 10 m wind errors of the ensemble mean on
+every column, but a t2m ensemble mean still above BCSD's: 2 % on AWI and MPI-ESM1-2-HR, 6–8 % on MIROC6
+and MPI-ESM1-2-LR, 15 % on IPSL (guided on 5° cells it was 10–13 % on every column, 19–29 % when the
+correction itself worked on the 5° cells).
 
 ### Scores
 MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error
