@@ -63,6 +63,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-dps", action="store_true", help="skip dps-bc (a quarter of the time)")
+    ap.add_argument("--scale-factors", default="",
+                    help="also run the fine grid with ζ times each of these factors, e.g. 0.5,2 (comma-separated)")
+    ap.add_argument("--no-coarse", action="store_true", help="skip the 5° row")
     ap.add_argument("--name", default="bc_guidance")
     args = ap.parse_args(argv)
     if args.threads:
@@ -72,16 +75,23 @@ def main(argv=None) -> int:
     cases = [c for c in training_cases(args.cases + 4, args.seed + 2, args.region_px, world)
              if not is_correction_training_time(c.time)][:args.cases]
     fine_tag = f"zssd-bc@{args.unified_res:g}°"
+    factors = [float(f) for f in args.scale_factors.split(",") if f.strip()]
     run = dict(prior=prior, steps=args.steps, members=args.members)
     t0, per = time.time(), {}
     for col in args.columns.split(","):
         for i, c in enumerate(cases):
             case = P.prepare_case(col, c.time, c.region, world=world)
-            rows = {"bcsd": scores(P.run_method(case, "bcsd"), case),
-                    "zssd-bc@5°": scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=5.0, **run),
-                                         case),
-                    fine_tag: scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
-                                                  **run), case)}
+            rows = {"bcsd": scores(P.run_method(case, "bcsd"), case)}
+            if not args.no_coarse:
+                rows["zssd-bc@5°"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=5.0, **run),
+                                            case)
+            rows[fine_tag] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
+                                                 **run), case)
+            for f in factors:  # the guidance scale: ζ of zssd times f
+                zeta = f * P.guidance_default("zssd-bc", args.steps)
+                rows[f"{fine_tag} ζ×{f:g}"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i,
+                                                                 guidance_scale=zeta, unified_res=args.unified_res,
+                                                                 **run), case)
             if not args.no_dps:
                 rows["dps-bc"] = scores(P.run_method(bias_corrected_case(case), "dps", seed=args.seed + i, **run),
                                         case)

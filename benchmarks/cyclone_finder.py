@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Depth: lowest msl within {SEARCH_DEG:g}° of the true centre vs the mean on a {RING_DEG:g}° ring. "
              f"Found: a candidate of `detect_cyclones` with its defaults (background {_DEFAULTS['background_deg']:g}° "
              f"removed, min_depth {_DEFAULTS['min_depth'] / 100:g} hPa, "
-             f"wind ≥ {_DEFAULTS['min_wind']:g} m/s within {_DEFAULTS['wind_radius_deg']:g}° or 1.5 cells (half of it "
-             f"for a low at least {_DEFAULTS['strong_depth'] / 100:g} hPa deep), "
+             f"wind ≥ {_DEFAULTS['min_wind']:g} m/s within {_DEFAULTS['wind_radius_deg']:g}° or 1.5 cells "
+             f"(half of it for a low at least {_DEFAULTS['strong_depth'] / 100:g} hPa deep), "
              f"{_DEFAULTS['window_deg']:g}° window, |lat| ≤ {_DEFAULTS['max_abs_lat']:g}°) within {HIT_KM:g} km of "
              "the true centre (or 1.5 GCM cells, if larger) or within 1.5 GCM cells of the field's own closed low; "
              "'at true centre' counts only the first test.", "",
@@ -175,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         qw = np.nanpercentile(wind, [10, 50]) if np.isfinite(wind).any() else [np.nan] * 2
         summary[src] = {"cases": len(rs), "depth_p10_p50_p90_hpa": [float(x) for x in q], "closed_low": len(has),
                         "found_of_closed_low": found_has,
-                        "found_at_true_centre_of_closed_low": true_has, "found": found, "wind_p10_p50": [float(x) for x in qw]}
+                        "found_at_true_centre_of_closed_low": true_has, "found": found,
+                        "wind_p10_p50": [float(x) for x in qw]}
         lines.append(f"| {src} | {len(rs)} | {np.median([r['true_min_hpa'] for r in rs]):.0f} | "
-                     f"{q[0]:.1f} / {q[1]:.1f} / {q[2]:.1f} | {len(has)} | {qw[0]:.1f} / {qw[1]:.1f} | {found_has} | {true_has} | "
+                     f"{q[0]:.1f} / {q[1]:.1f} / {q[2]:.1f} | {len(has)} | {qw[0]:.1f} / {qw[1]:.1f} | {found_has} | "
+                     f"{true_has} | "
                      f"{found} | "
                      f"{np.mean([r['candidates'] for r in rs]):.1f} |")
     # threshold study: per (min_depth, min_wind), the share of closed-low storms found and the false candidates
@@ -211,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
               and r["gcm_depth_hpa"] * 100 >= CLOSED_LOW_PA]
     deep = [r for r in ok if np.isfinite(r["gcm_depth_hpa"]) and r["gcm_depth_hpa"] * 100 >= _DEFAULTS["min_depth"]]
     payload["found_of_threshold_deep"] = [sum(r["found"] for r in deep), len(deep)]
-    lines += ["", f"Storms whose closed low in the GCM field is at least the finder's {_DEFAULTS['min_depth'] / 100:g} hPa "
-              f"deep: **{sum(r['found'] for r in deep)} of {len(deep)} found** (all sources).",
+    lines += ["", "Storms whose closed low in the GCM field is at least the finder's "
+              f"{_DEFAULTS['min_depth'] / 100:g} hPa deep: **{sum(r['found'] for r in deep)} of {len(deep)} found** (all sources).",
               "", f"Storms with a closed low the finder missed: {len(missed)}."]
     for r in missed[:20]:
         lines.append(f"- {r['case']} in {r['source']}: depth {r['gcm_depth_hpa']:.1f} hPa, nearest candidate "

@@ -46,8 +46,9 @@ from .errors import DataError
 from .grids import unified_grid
 from .methods import METHODS, method_names
 
-__all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "bias_attrs", "guidance_res", "check_grid", "check_trainable", "resolve_grids",
-           "unified_field", "train_bias_correction", "bias_corrected_case"]
+__all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "bias_attrs",
+           "guidance_res", "check_grid", "check_trainable", "resolve_grids", "unified_field", "train_bias_correction",
+           "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
