@@ -148,8 +148,19 @@ def shot(page, name: str) -> Path:
     return path
 
 
-def maps_png(page) -> bytes:
-    return page.locator(".zssd-maps").first.screenshot()
+def maps_png(page, tries: int = 5) -> bytes:
+    """A screenshot of the maps; retried while their first render replaces the element (the maps arrive after
+    Ready, ~2 s of server time on this machine: the page is usable before they are drawn)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for k in range(tries):
+        try:
+            return page.locator(".zssd-maps").first.screenshot(timeout=15000)
+        except PlaywrightError as e:
+            if k == tries - 1 or "not attached" not in str(e) and "not stable" not in str(e):
+                raise
+            page.wait_for_timeout(1000)
+    raise AssertionError("unreachable")
 
 
 def test_page_loads_with_all_tabs(server, browser):
