@@ -798,3 +798,29 @@ def test_legibility_selected_buttons_stop_button_and_west_longitudes(state):
     assert axes and all(isinstance(ax.formatter, CustomJSTickFormatter) and "°W" in ax.formatter.code
                         for ax in axes)
     assert all(ax.axis_label == "Longitude" for ax in axes)
+
+
+def test_a_closed_session_is_cancelled_although_the_served_script_module_is_cleared(monkeypatch):
+    """``panel serve zssd_app/app.py`` runs app.py as a fresh module per session and clears that module's globals
+    before the end-of-session callbacks run: the callback must still drop the session from the shared registry
+    and cancel its runs (it raised ``NameError: SESSIONS`` and cancelled nothing)."""
+    import importlib.util
+    import types
+
+    from zssd_app.sessions import SESSIONS
+
+    spec = importlib.util.spec_from_file_location("bokeh_app_zssd_test", ROOT / "zssd_app" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # __name__ is not "bokeh…": the page is not built on import
+    ended = []
+    monkeypatch.setattr(pn.state, "add_periodic_callback", lambda *a, **k: None)
+    monkeypatch.setattr(pn.state, "on_session_destroyed", ended.append)
+    monkeypatch.setattr(type(pn.state), "curdoc", property(
+        lambda self: types.SimpleNamespace(session_context=types.SimpleNamespace(id="sid-closed"))))
+    cancelled = []
+    fake_state = types.SimpleNamespace(poll=lambda: None, cancel_all=lambda: cancelled.append(True))
+    module._register_session(fake_state, template=None)
+    assert SESSIONS["sid-closed"][0] is fake_state  # the one registry every session shares
+    module.__dict__.clear()  # what the server does to the session's script module
+    ended[0](None)
+    assert cancelled == [True] and "sid-closed" not in SESSIONS

@@ -362,3 +362,20 @@ def test_eight_sessions_at_once(tmp_path):
     assert r["stopped_left_queue"] and r["closed_left_queue"], r["statuses"]
     assert r["all_other_runs_done"], r["statuses"]
     assert r["rss_per_extra_session_mb"] < 400, r["rss_mb"]  # a leak would grow far beyond; target ≤ 150 MB
+
+
+def test_closed_browser_sessions_are_ended_cleanly(server, browser):
+    """A browser that goes away ends its server session through the app's own callback (its runs cancelled, its
+    exports removed); the callback runs after ``panel serve`` has cleared the script module, and once failed
+    there with ``name 'SESSIONS' is not defined`` in the server log."""
+    ctx, page, errors = _open(browser, server)
+    wait_status(page, r"Ready: .*", 60)
+    ctx.close()
+    log_path = ARTIFACTS / "e2e_server.log"
+    t0 = time.monotonic()
+    while "closed; its runs are cancelled" not in log_path.read_text():  # Bokeh ends unused sessions within ~35 s
+        assert time.monotonic() - t0 < 90, "no session end was handled within 90 s"
+        time.sleep(1.0)
+    log = log_path.read_text()
+    assert "on_session_destroyed callback" not in log, log[-3000:]
+    assert "is not defined" not in log, log[-3000:]

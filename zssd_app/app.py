@@ -21,6 +21,7 @@ import panel as pn
 
 from zssd_app.config import ServerConfig
 from zssd_app.runner import RunQueue
+from zssd_app.sessions import SESSIONS
 from zssd_app.state import POLL_MS, AppState
 from zssd_app.views.about import AboutView
 from zssd_app.views.common import BUTTON_CSS, configure_cartopy
@@ -33,9 +34,6 @@ from zssd_app.views.teaching import TeachingView
 
 __all__ = ["create_app", "TAB_NAMES", "SESSIONS"]
 
-#: The live server sessions of this process: Bokeh session id -> (state, document, page).  Work on a session from
-#: another thread goes through ``doc.add_next_tick_callback`` (the load test and benchmark drive sessions so).
-SESSIONS: dict[str, tuple[AppState, "object", "pn.template.FastListTemplate"]] = {}
 
 TAB_NAMES = ("Downscale", "Spectra & metrics", "Teaching view", "Cyclone", "About")
 ACCENT = "#1f4e79"
@@ -183,15 +181,23 @@ def _setup_page() -> None:
 
 
 def _register_session(state: AppState, template) -> None:
-    """Record a server session in :data:`SESSIONS`, poll its runs, and cancel them when it closes."""
+    """Record a server session in :data:`zssd_app.sessions.SESSIONS`, poll its runs, and cancel them when it
+    closes.
+
+    The end-of-session callback uses only what it closes over: when it runs, ``panel serve`` has already
+    cleared this script module's globals (a global looked up there would raise ``NameError``, and the
+    session's queued runs would go on for a browser that is gone).
+    """
     doc = pn.state.curdoc
     sid = doc.session_context.id
-    SESSIONS[sid] = (state, doc, template)
+    registry, log = SESSIONS, logging.getLogger("zssd_app")
+    registry[sid] = (state, doc, template)
     pn.state.add_periodic_callback(state.poll, period=POLL_MS)
 
     def destroyed(ctx) -> None:
-        SESSIONS.pop(sid, None)
+        registry.pop(sid, None)
         state.cancel_all()
+        log.info("session %s: closed; its runs are cancelled", getattr(state, "session_id", sid))
     pn.state.on_session_destroyed(destroyed)
 
 
