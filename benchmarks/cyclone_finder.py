@@ -36,7 +36,7 @@ from _common import header, md_header, write  # noqa: E402
 
 from zssd_engine import pipeline  # noqa: E402
 from zssd_engine.cyclones import (R_EARTH_KM, _great_circle_km, detect_cyclones, detect_cyclones_arrays,  # noqa: E402
-                             max_wind_within, ring_mean_pressure)
+                             max_wind_within, passes_wind_test, ring_mean_pressure)
 from zssd_engine.gcm import PSEUDO_GCMS  # noqa: E402
 from zssd_engine.real_sources import real_cyclones  # noqa: E402
 
@@ -195,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         for dmin in (60.0, 100.0, 150.0):
             for wmin in (5.0, 3.0):
                 for strong in (np.inf, _DEFAULTS["strong_depth"]):
-                    def keep(k):
-                        return k[0] >= dmin and (not np.isfinite(k[1]) or k[1] >= wmin
-                                                 or (k[0] >= strong and k[1] >= 0.5 * wmin))
+                    def keep(k):  # no winds in the field: the detector skips the wind test
+                        return k[0] >= dmin and (not np.isfinite(k[1]) or passes_wind_test(k[1], k[0], wmin, strong))
                     found_c = sum(any(keep(k) and k[2] <= HIT_KM for k in r["loose"][bg]) for r in closed)
                     false = np.mean([sum(keep(k) and k[2] > HIT_KM for k in r["loose"][bg]) for r in ok])
                     study.append({"background_deg": bg, "min_depth_pa": dmin, "min_wind": wmin,
@@ -212,9 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     missed = [r for r in rows if "error" not in r and not r["found"] and np.isfinite(r["gcm_depth_hpa"])
               and r["gcm_depth_hpa"] * 100 >= CLOSED_LOW_PA]
     deep = [r for r in ok if np.isfinite(r["gcm_depth_hpa"]) and r["gcm_depth_hpa"] * 100 >= _DEFAULTS["min_depth"]]
-    payload["found_of_threshold_deep"] = [sum(r["found"] for r in deep), len(deep)]
+    payload["found_of_threshold_deep"] = n_deep = [sum(r["found"] for r in deep), len(deep)]
     lines += ["", "Storms whose closed low in the GCM field is at least the finder's "
-              f"{_DEFAULTS['min_depth'] / 100:g} hPa deep: **{sum(r['found'] for r in deep)} of {len(deep)} found** (all sources).",
+              f"{_DEFAULTS['min_depth'] / 100:g} hPa deep: **{n_deep[0]} of {n_deep[1]} found** (all sources).",
               "", f"Storms with a closed low the finder missed: {len(missed)}."]
     for r in missed[:20]:
         lines.append(f"- {r['case']} in {r['source']}: depth {r['gcm_depth_hpa']:.1f} hPa, nearest candidate "

@@ -52,7 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays", "cyclone_metrics", "radial_profile"]
+__all__ = ["CycloneCandidate", "detect_cyclones", "detect_cyclones_arrays", "passes_wind_test", "cyclone_metrics",
+           "radial_profile"]
 
 R_EARTH_KM = 6371.0
 
@@ -126,6 +127,12 @@ def _refine(coord: np.ndarray, line: np.ndarray, k: int, periodic: bool = False)
     return float(coord[k] + float(np.clip(0.5 * (a - b) / curv, -0.5, 0.5)) * step)
 
 
+def passes_wind_test(max_wind: float, depth: float, min_wind: float, strong_depth: float) -> bool:
+    """Criterion 3: ``max_wind`` (m/s) at least ``min_wind``, or half of it for a low at least ``strong_depth``
+    Pa deep (False for a NaN wind)."""
+    return bool(max_wind >= min_wind or (depth >= strong_depth and max_wind >= 0.5 * min_wind))
+
+
 def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
                            u10: np.ndarray | None = None, v10: np.ndarray | None = None, *,
                            window_deg: float = 6.0, ring_deg: float = 4.0, min_depth: float = 100.0,
@@ -195,7 +202,7 @@ def detect_cyclones_arrays(lat: np.ndarray, lon: np.ndarray, msl: np.ndarray,
         wmax = float("nan")
         if speed is not None:
             wmax = max_wind_within(speed[sub], d, wind_km)
-            if not (wmax >= min_wind or (depth >= strong_depth and wmax >= 0.5 * min_wind)):
+            if not passes_wind_test(wmax, depth, min_wind, strong_depth):
                 continue
         out.append(CycloneCandidate(_refine(lat, p[:, j], i), _refine(lon, p[i, :], j, periodic), float(raw[i, j]),
                                     depth, wmax))
