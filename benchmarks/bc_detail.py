@@ -31,17 +31,11 @@ from zssd_engine.samplers.observation import ucg_coarse_grid  # noqa: E402
 VARIABLES = ("t2m", "msl", "u10", "v10")
 
 
-def detail_2p5(da, fine) -> np.ndarray:
-    """2.5° cell means minus their 5° cell's mean, over the unified cells covering ``fine`` (flattened)."""
-    g25, g5 = ucg_coarse_grid(fine, 2.5), ucg_coarse_grid(fine, 5.0)
+def detail_2p5(da, g25, g5) -> np.ndarray:
+    """2.5° cell means (cells ``g25``) minus their 5° cell's mean (cells ``g5``, nested in them), flattened."""
     a25 = np.asarray(regrid(da, g25).values).squeeze()
-    a5 = np.asarray(regrid(da, g5).values).squeeze()
-    lat5 = np.sort(g5.lat_bounds)
-    ii = np.clip(np.searchsorted(lat5, g25.lat) - 1, 0, g5.lat.size - 1)  # each 2.5° cell's 5° parent
-    if g5.descending:
-        ii = g5.lat.size - 1 - ii
-    jj = np.clip(np.searchsorted(g5.lon_bounds, g25.lon) - 1, 0, g5.lon.size - 1)
-    return (a25 - a5[np.ix_(ii, jj)]).ravel()
+    parent = np.asarray(regrid(regrid(da, g5), g25).values).squeeze()  # each 2.5° cell lies in one 5° cell
+    return (a25 - parent).ravel()
 
 
 def main(argv=None) -> int:
@@ -59,14 +53,16 @@ def main(argv=None) -> int:
         for c in cases:
             case = P.prepare_case(col, c.time, c.region, world=world)
             fixed = bias_corrected_case(case).gcm
+            cells = ucg_coarse_grid(case.fine, 2.5), ucg_coarse_grid(case.fine, 5.0)
             for v in VARIABLES:
-                pairs[v][0].append(detail_2p5(fixed[v], case.fine))
-                pairs[v][1].append(detail_2p5(case.reference[v].squeeze(drop=True), case.fine))
+                pairs[v][0].append(detail_2p5(fixed[v], *cells))
+                pairs[v][1].append(detail_2p5(case.reference[v].squeeze(drop=True), *cells))
         summary[col] = {"smooth_cells": spec.smooth_cells}
         for v, (g, r) in pairs.items():
             g, r = np.concatenate(g), np.concatenate(r)
             ok = np.isfinite(g) & np.isfinite(r)
-            summary[col][v] = {"corr": float(np.corrcoef(g[ok], r[ok])[0, 1]), "rms_ratio": float(g[ok].std() / r[ok].std())}
+            summary[col][v] = {"corr": float(np.corrcoef(g[ok], r[ok])[0, 1]),
+                               "rms_ratio": float(g[ok].std() / r[ok].std())}
         print(col, summary[col], file=sys.stderr, flush=True)
     payload = {**header(), "settings": vars(args), "cases": [f"{c.name} {c.time:%Y-%m-%dT%H:%M}" for c in cases],
                "summary": summary}
