@@ -167,3 +167,57 @@ def test_demo_at_points_equals_subsampled_box_and_real_tc_is_sane():
     real = out["real"]
     assert 25.0 < real["central_deficit_hpa"] < 70.0 and abs(real["centre"][0] + 21) < 3
     assert 0 < real["r_half_km"] < 600 and len(out["demo_cases"]) == 1
+
+
+def test_open_ocean_rows_are_counted():
+    """The open-ocean boxes' ERA5-week ratios are realism rows of their own (TIGGE's stay a diagnostic)."""
+    res = {"week": {"detail_std": {f"{k}/{v}": {"demo": 1.0, "real": 1.0} for k in ("land", "ocean") for v in R.VARS},
+                    "explained": {v: {"demo": 0.5, "real": 0.5} for v in R.VARS},
+                    "era5_bands": {v: [] for v in R.VARS}, "contrast": {}, "diurnal": {}},
+           "tigge": {v: [] for v in R.VARS},
+           "cyclone": {"keys": [], "demo_mean": {}, "real": {}},
+           "ocean_only": {"boxes": ["North Pacific"],
+                          "detail_std_ocean": {v: {"demo": 1.0, "real": 1.0} for v in R.VARS},
+                          "era5_bands": {v: [{"band_km": [500, 250], "demo": 11.0, "real": 1.0, "ratio": 11.0}]
+                                         for v in R.VARS}, "tigge": {}}}
+    rows = [r for r in R.build_rows(res) if r["measure"].startswith("open-ocean boxes")]
+    assert len(rows) == 8
+    assert sum(r["defect"] == "yes" for r in rows) == 4 and all(r["ratio"] == 11.0 for r in rows if "power" in r["measure"])
+
+
+def test_prior_source_reads_its_box_at_the_points(tiny):
+    """Prior-only samples in the demo world's place: the 1° points and the 0.25° box of one (time, box) are one
+    sample (so the detail and spectra of a box agree), drawn once; a new time is a new sample."""
+    src = R.PriorSource(tiny, steps=2, seed=0)
+    reg = Region(10, 26, 20, 36)
+    assert R.check_points(src, "2022-05-01T06:00", reg) < 1e-9
+    assert src.n_samples == 1
+    pts = R.box_points(reg)
+    a = src.fields("2022-05-01T06:00", pts)
+    b = src.fields("2022-05-01T12:00", pts)
+    assert src.n_samples == 2 and a["t2m"].shape == pts.shape and not np.allclose(a["t2m"], b["t2m"])
+    assert all(np.isfinite(a[v]).all() for v in R.VARS)
+
+
+def test_calibration_loss_steps_and_constants_reach_the_world():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import calibrate_demo_world as C
+
+    from zssd_engine.demo_world import DemoWorld
+
+    rows = [{"ratio": 1.0, "defect": "no"}, {"ratio": 1.12 * np.e, "defect": "yes"}, {"ratio": None, "defect": "n/a"}]
+    assert C.loss(rows) == pytest.approx(1.0)
+    for name, p in C.PARAMS.items():  # steps stay in bounds
+        for v in C.candidates(name, p.hi, 0.5) + C.candidates(name, p.lo, 0.5):
+            assert p.lo <= v <= p.hi
+    before = C.current_values(["MESO_MSL_SEA"])
+    reg = Region(20, 28, -160, -152)  # open Pacific
+    w = DemoWorld(0)
+    a = w.fields("2019-03-01T00:00", reg)["msl"]
+    try:
+        C.apply({"MESO_MSL_SEA": before["MESO_MSL_SEA"] + 0.5})
+        b = w.fields("2019-03-01T00:00", reg)["msl"]
+    finally:
+        C.apply(before)
+    assert np.abs(b - a).max() > 10.0
+    np.testing.assert_array_equal(w.fields("2019-03-01T00:00", reg)["msl"], a)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import R_EARTH
+from .constants import PRESSURE_TAIL, R_EARTH
 
 __all__ = ["_Modes", "_make_modes", "_pressure_spectrum", "_meso_spectrum", "_meso_pressure_spectrum"]
 
@@ -32,6 +32,15 @@ class _Modes:
     def coefficients(self, t_days: float) -> np.ndarray:
         a = self.amp * np.sqrt(2.0) * np.cos(self.nu * t_days + self.chi)
         return a * np.exp(1j * (self.theta - self.omega * t_days))
+
+    def split(self, wavelength_km: float) -> tuple["_Modes", "_Modes"]:
+        """``(long, short)``: the modes with wavelength at least / below ``wavelength_km`` (their sum is the field)."""
+        cos_ref = np.cos(np.deg2rad(40.0))
+        k = np.hypot(self.m / (R_EARTH * cos_ref), self.l / R_EARTH)
+        long_ = 2 * np.pi / np.maximum(k, 1e-30) >= wavelength_km * 1e3
+        pick = [_Modes(*(getattr(self, n)[sel] for n in ("m", "l", "amp", "omega", "nu", "theta", "chi")))
+                for sel in (long_, ~long_)]
+        return pick[0], pick[1]
 
     def evaluate(self, lat_rad: np.ndarray, lon_rad: np.ndarray, t_days: float,
                  derivatives: bool = False) -> tuple[np.ndarray, ...]:
@@ -74,7 +83,7 @@ def _pressure_spectrum(k: np.ndarray) -> np.ndarray:
     """
     k0 = 2 * np.pi / 4.5e6
     km = 2 * np.pi / 6.0e5
-    e = (k / k0) ** 2 / (1 + (k / k0) ** 2) ** 2.5 + 0.006 * (k / km) ** (-5.0 / 3.0) * (k > k0)
+    e = (k / k0) ** 2 / (1 + (k / k0) ** 2) ** 2.5 + PRESSURE_TAIL * (k / km) ** (-5.0 / 3.0) * (k > k0)
     return e / k
 
 

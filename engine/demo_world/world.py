@@ -19,8 +19,10 @@ from ..conditioning import to_timestamp
 from ..grids import LatLonGrid, Region, era5_grid, wrap_lon
 from ..statics import Statics, load_statics
 from ..variables import VARIABLE_INFO, VARIABLES
-from .constants import (EPOCH, HELDOUT_YEARS, LAPSE_RATE, MESO_MSL_PA, MESO_WIND_FACTOR, OMEGA, R_EARTH, RHO_AIR,
-                        SOURCE_LABEL, SYNOPTIC_SCALE, TERRAIN_MSL_FACTOR, TRAIN_YEARS)
+from .constants import (EPOCH, FRICTION_LAND, FRICTION_SEA, HELDOUT_YEARS, LAPSE_RATE, MESO_MSL_LAND, MESO_MSL_PA,
+                        MESO_MSL_SEA, MESO_WIND_FACTOR, OMEGA, R_EARTH, RHO_AIR, ROUGH_WIND, SOURCE_LABEL,
+                        STORM_TRACK_KM, SYNOPTIC_OCEAN, SYNOPTIC_SCALE, T_ADVECTION, T_NOISE_LAND, T_NOISE_SEA,
+                        TERRAIN_MSL_FACTOR, TRAIN_YEARS, W_NOISE_LAND, W_NOISE_SEA)
 from .tracks import Cyclone, CycloneCase, _generate_cyclones, add_cyclone
 from .waves import _make_modes, _meso_pressure_spectrum, _meso_spectrum, _pressure_spectrum
 
@@ -57,13 +59,16 @@ class _Frame:
     dem: np.ndarray
     land: np.ndarray
     cont: np.ndarray        # continentality (smoothed land fraction)
+    cont_dlat: np.ndarray   # ∂cont/∂φ (per radian)
+    cont_dlon: np.ndarray   # ∂cont/∂λ (per radian)
     s: np.ndarray           # sin φ, (nlat, 1)
     sgn: np.ndarray         # smooth hemisphere sign
     absl: np.ndarray        # |latitude| in degrees
     year_phase: float       # 2π x day of year / 365.25
 
 
-def _frame(grid: LatLonGrid, ts: pd.Timestamp, statics: Statics, cont_global: np.ndarray) -> _Frame:
+def _frame(grid: LatLonGrid, ts: pd.Timestamp, statics: Statics,
+           cont_global: tuple[np.ndarray, np.ndarray, np.ndarray]) -> _Frame:
     lat_d = grid.lat
     lat = np.deg2rad(lat_d)
     lon = np.deg2rad(grid.lon)
@@ -72,8 +77,10 @@ def _frame(grid: LatLonGrid, ts: pd.Timestamp, statics: Statics, cont_global: np
     li = np.rint((90.0 - lat_d) / 0.25).astype(int)
     lo = np.rint(np.mod(grid.lon, 360.0) / 0.25).astype(int) % 1440
     doy = ts.day_of_year - 1 + (ts.hour + ts.minute / 60) / 24.0
+    ix = np.ix_(li, lo)
     return _Frame(t_days=(ts - EPOCH) / pd.Timedelta(days=1), hour=ts.hour + ts.minute / 60.0, lat_d=lat_d,
-                  lat=lat, lon=lon, lat2=lat2, dem=dem, land=land, cont=cont_global[np.ix_(li, lo)],
+                  lat=lat, lon=lon, lat2=lat2, dem=dem, land=land, cont=cont_global[0][ix],
+                  cont_dlat=cont_global[1][ix], cont_dlon=cont_global[2][ix],
                   s=np.sin(lat)[:, None], sgn=_smooth_sign(lat2), absl=np.abs(lat2),
                   year_phase=2 * np.pi * doy / 365.25)
 
@@ -109,7 +116,7 @@ def _climatology(f: _Frame) -> _Climate:
     return _Climate(t_annual, t_season, t_diurnal, t_lapse, p_clim, p_thermal)
 
 
-def _synoptic(f: _Frame, p_modes, pm_modes) -> tuple[np.ndarray, ...]:
+def _synoptic(f: _Frame, p_modes: tuple, pm_modes) -> tuple[np.ndarray, ...]:
     """``(p_syn, p_meso, ua, va, vg_syn)``: travelling pressure waves (Pa), their friction-turned
     geostrophic 10 m wind, and the synoptic meridional geostrophic wind that drives thermal advection."""
     lat, lat_d, land = f.lat, f.lat_d, f.land
@@ -120,16 +127,23 @@ def _synoptic(f: _Frame, p_modes, pm_modes) -> tuple[np.ndarray, ...]:
     env_p = SYNOPTIC_SCALE * (250.0 + 1250.0 * np.sin(lat) ** 2) * polar
     d_env_p = SYNOPTIC_SCALE * (2500.0 * np.sin(lat) * np.cos(lat) * polar
                                 + (250.0 + 1250.0 * np.sin(lat) ** 2) * d_polar)
-    f0, f_lat, f_lon = p_modes.evaluate(lat, f.lon, f.t_days, derivatives=True)
+    # the storm tracks are oceanic: waves longer than STORM_TRACK_KM are (1 + SYNOPTIC_OCEAN) times
+    # stronger far from land (realism.py: open-ocean msl power at 1000-2000 km 0.54 of ERA5's)
+    ocean_f = 1.0 + SYNOPTIC_OCEAN * (1.0 - f.cont)
+    g0, g_lat, g_lon = p_modes[0].evaluate(lat, f.lon, f.t_days, derivatives=True)   # long waves
+    h0, h_lat, h_lon = p_modes[1].evaluate(lat, f.lon, f.t_days, derivatives=True)   # short waves
+    f0, f_lat, f_lon = ocean_f * g0 + h0, ocean_f * g_lat + h_lat, ocean_f * g_lon + h_lon
     p_syn = env_p[:, None] * f0
     # mesoscale pressure (fronts, troughs, convective systems): realism.py measured the demo world's
     # msl power at 100-1000 km at 3-17 % of ERA5/TIGGE; this field adds it, and its geostrophic wind
-    env_m = MESO_MSL_PA * (0.6 + 0.4 * np.abs(np.sin(lat)))[:, None] * (0.8 + 0.4 * land)
+    env_m = (MESO_MSL_PA * (0.6 + 0.4 * np.abs(np.sin(lat)))[:, None]
+             * (MESO_MSL_SEA + (MESO_MSL_LAND - MESO_MSL_SEA) * f.cont))
     pm, pm_lat, pm_lon = pm_modes.evaluate(lat, f.lon, f.t_days, derivatives=True)
     p_meso = env_m * pm
     # mesoscale flow is far from geostrophic: only MESO_WIND_FACTOR of its geostrophic wind is added
-    dp_dlat = d_env_p[:, None] * f0 + env_p[:, None] * f_lat + MESO_WIND_FACTOR * env_m * pm_lat
-    dp_dlon = env_p[:, None] * f_lon + MESO_WIND_FACTOR * env_m * pm_lon
+    dp_dlat = (d_env_p[:, None] * f0 + env_p[:, None] * (f_lat - SYNOPTIC_OCEAN * f.cont_dlat * g0)
+               + MESO_WIND_FACTOR * env_m * pm_lat)
+    dp_dlon = env_p[:, None] * (f_lon - SYNOPTIC_OCEAN * f.cont_dlon * g0) + MESO_WIND_FACTOR * env_m * pm_lon
     # geostrophic wind with a tropical taper: u = -(1/ρf) ∂p/∂y, v = (1/ρf) ∂p/∂x, 1/f → g(φ)/f
     f_cor = 2 * OMEGA * np.sin(lat)[:, None]
     taper = np.sin(lat)[:, None] ** 2 / (np.sin(lat)[:, None] ** 2 + np.sin(np.deg2rad(14.0)) ** 2)
@@ -140,7 +154,9 @@ def _synoptic(f: _Frame, p_modes, pm_modes) -> tuple[np.ndarray, ...]:
     vg_syn = vg - inv_f / RHO_AIR * MESO_WIND_FACTOR * env_m * pm_lon / (R_EARTH * coslat)  # drives advection
     # surface friction: turn toward low pressure (anticlockwise in NH) and weaken, more over land
     alpha = np.deg2rad(18.0 + 17.0 * land) * f.sgn
-    red = 0.76 - 0.30 * land
+    # weaker over land and, by the drag of sub-grid orography, over high ground (ERA5's 10 m wind
+    # detail over mountains follows the terrain: realism.py, "explained by elevation")
+    red = FRICTION_SEA - FRICTION_LAND * land - ROUGH_WIND * np.clip(f.dem / 1500.0, 0.0, 1.0)
     ua = red * (ug * np.cos(alpha) - vg * np.sin(alpha))
     va = red * (ug * np.sin(alpha) + vg * np.cos(alpha))
     return p_syn, p_meso, ua, va, vg_syn
@@ -154,7 +170,7 @@ def _surface_wind(f: _Frame, w_modes, ua: np.ndarray, va: np.ndarray) -> tuple[n
     red_mean = 0.95 - 0.40 * land - 0.10 * np.clip(f.dem / 2000.0, 0, 1)
     m0, = w_modes.evaluate(f.lat, f.lon, f.t_days)
     m1, = w_modes.evaluate(f.lat + 0.37, f.lon + 0.61, f.t_days + 3.3)
-    noise_amp = 0.2 + 0.2 * land
+    noise_amp = W_NOISE_SEA + (W_NOISE_LAND - W_NOISE_SEA) * land
     u10 = red_mean * u_mean + ua + noise_amp * m0
     v10 = red_mean * v_mean + va + noise_amp * m1
     return u10, v10
@@ -164,9 +180,10 @@ def _temperature_and_msl(f: _Frame, c: _Climate, t_modes, vg_syn: np.ndarray, p_
                          p_meso: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """t2m (K): climatology + thermal advection ∝ the meridional geostrophic wind + mesoscale noise;
     msl (Pa): climatology + weather + the sea-level reduction over terrain."""
-    adv = np.clip(0.26 * f.sgn * vg_syn * (0.3 + 0.7 * np.abs(f.s)) * (1 + 0.5 * f.cont), -14.0, 14.0)
+    adv = np.clip(T_ADVECTION * f.sgn * vg_syn * (0.3 + 0.7 * np.abs(f.s)) * (1 + 0.5 * f.cont), -14.0, 14.0)
     tn, = t_modes.evaluate(f.lat, f.lon, f.t_days)
-    t2m = c.t_annual + c.t_season + c.t_diurnal + c.t_lapse + adv + (0.35 + 1.4 * f.land) * tn
+    t_noise = T_NOISE_SEA + (T_NOISE_LAND - T_NOISE_SEA) * f.land
+    t2m = c.t_annual + c.t_season + c.t_diurnal + c.t_lapse + adv + t_noise * tn
     # reduction to sea level over terrain: msl = p_s exp(g z / (R T_col)) makes msl over high ground
     # depend on the column temperature; relative to a standard column, cold columns raise msl
     t_col = c.t_annual + c.t_season + 0.5 * c.t_lapse  # mean of the fictitious column below the surface
@@ -186,14 +203,14 @@ class DemoWorld:
     statics: Statics | None = None
     n_pressure_modes: int = 640
     n_meso_modes: int = 256
-    _cont: np.ndarray = field(init=False, repr=False)
+    _cont: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.statics is None:
             self.statics = load_statics()
         rng = np.random.default_rng([self.seed, 1])
         self._p_modes = _make_modes(rng, self.n_pressure_modes, 90.0, 14000.0, _pressure_spectrum,
-                                    speed=8.0, beta_drift=True, tau_days=4.0)
+                                    speed=8.0, beta_drift=True, tau_days=4.0).split(STORM_TRACK_KM)
         self._t_modes = _make_modes(rng, self.n_meso_modes, 60.0, 1500.0, _meso_spectrum,
                                     speed=6.0, beta_drift=False, tau_days=2.0)
         self._w_modes = _make_modes(rng, self.n_meso_modes, 200.0, 1200.0, _meso_spectrum,
@@ -283,8 +300,11 @@ class DemoWorld:
 _CONT_CACHE: dict[str, np.ndarray] = {}
 
 
-def _continentality(statics: Statics) -> np.ndarray:
-    """Land fraction smoothed over ~4° (periodic in longitude): the seasonal-amplitude weight.
+def _continentality(statics: Statics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Land fraction smoothed over ~4° (periodic in longitude) and its derivatives ∂/∂φ, ∂/∂λ (per radian).
+
+    The seasonal-amplitude weight, and the weight of the oceanic storm tracks (whose pressure
+    gradient, and so geostrophic wind, needs the derivatives).
 
     A function of the land fraction alone (no seed), cached by a hash of its content — not by
     ``id(statics)``, which Python may reuse for another object once the first is collected.
@@ -296,6 +316,10 @@ def _continentality(statics: Statics) -> np.ndarray:
     if key not in _CONT_CACHE:
         from scipy.ndimage import gaussian_filter
 
-        _CONT_CACHE[key] = np.clip(gaussian_filter(land.astype(np.float64), sigma=(10.0, 14.0),
-                                                   mode=("nearest", "wrap")), 0.0, 1.0).astype(np.float32)
+        cont = np.clip(gaussian_filter(land.astype(np.float64), sigma=(10.0, 14.0),
+                                       mode=("nearest", "wrap")), 0.0, 1.0)
+        step = np.deg2rad(0.25)
+        d_lat = -np.gradient(cont, axis=0) / step  # rows run from 90°N southward
+        d_lon = (np.roll(cont, -1, axis=1) - np.roll(cont, 1, axis=1)) / (2 * step)
+        _CONT_CACHE[key] = tuple(a.astype(np.float32) for a in (cont, d_lat, d_lon))
     return _CONT_CACHE[key]
