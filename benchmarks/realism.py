@@ -746,16 +746,21 @@ def plot(payload: dict, path: Path) -> bool:
         ax[0].plot([np.sqrt(b["band_km"][0] * b["band_km"][1]) for b in be], [b["ratio"] for b in be], "s--",
                    color=l.get_color(), label=f"{v} ERA5 1°")
     ax[0].axhspan(LOW, HIGH, color="0.9")
-    ax[0].set(xscale="log", yscale="log", xlabel="wavelength (km)", ylabel="demo / real power", title="spectral power ratio")
+    ax[0].set(xscale="log", yscale="log", xlabel="wavelength (km)",
+              ylabel=("prior-sample" if payload.get("prior") else "demo") + " / real power", title="spectral power ratio")
     ax[0].legend(fontsize=7)
     cy = res["cyclone"]
     r = np.asarray(cy["real"]["profile_r_km"])
     ax[1].plot(r, np.asarray(cy["real"]["profile_deficit_hpa"]) / cy["real"]["central_deficit_hpa"], "k-o", label="real ERA5 TC")
-    ax[1].plot(r, cy["demo_mean"]["profile_deficit_norm"], "r-s", label="demo mean")
+    demo = cy["demo_mean"]
+    has_demo = np.size(demo.get("profile_wind", [])) == r.size  # prior-only samples have no cyclone profile
+    if has_demo:
+        ax[1].plot(r, demo["profile_deficit_norm"], "r-s", label="demo mean")
     ax[1].set(xlabel="distance (km)", ylabel="msl deficit / central", title="TC msl deficit")
     ax[1].legend()
     ax[2].plot(r, cy["real"]["profile_wind"], "k-o", label="real ERA5 TC")
-    ax[2].plot(r, cy["demo_mean"]["profile_wind"], "r-s", label="demo mean")
+    if has_demo:
+        ax[2].plot(r, demo["profile_wind"], "r-s", label="demo mean")
     ax[2].set(xlabel="distance (km)", ylabel="ring-mean 10 m wind (m/s)", title="TC wind")
     ax[2].legend()
     fig.tight_layout()

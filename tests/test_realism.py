@@ -221,3 +221,21 @@ def test_calibration_loss_steps_and_constants_reach_the_world():
         C.apply(before)
     assert np.abs(b - a).max() > 10.0
     np.testing.assert_array_equal(w.fields("2019-03-01T00:00", reg)["msl"], a)
+
+
+def test_plot_of_prior_only_samples_has_no_demo_cyclone_profile(tmp_path):
+    """Prior-only runs carry NaN scalars for the demo cyclone profile (no cyclone at the real one's place): the
+    figure draws the real profile alone instead of failing on the shapes (it raised ValueError before)."""
+    pytest.importorskip("matplotlib")
+    bands = [{"band_km": [400, 200], "ratio": 1.0}, {"band_km": [200, 100], "ratio": 0.9}]
+    r = [50.0, 150.0, 250.0]
+    real = {"profile_r_km": r, "profile_deficit_hpa": [30.0, 10.0, 5.0], "central_deficit_hpa": 40.0,
+            "profile_wind": [20.0, 15.0, 10.0]}
+    payload = {"prior": {"checkpoint": "x"},
+               "results": {"tigge": {v: bands for v in R.VARS}, "week": {"era5_bands": {v: bands for v in R.VARS}},
+                           "cyclone": {"real": real, "demo_mean": {"profile_deficit_norm": float("nan"),
+                                                                   "profile_wind": float("nan")}}}}
+    png = tmp_path / "p.png"
+    assert R.plot(payload, png) and png.stat().st_size > 0
+    payload["results"]["cyclone"]["demo_mean"] = {"profile_deficit_norm": [0.7, 0.3, 0.1], "profile_wind": [18, 14, 9]}
+    assert R.plot(payload, tmp_path / "d.png")
