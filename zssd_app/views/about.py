@@ -81,6 +81,23 @@ every column, but a t2m ensemble mean still above BCSD's: 2 % on AWI and MPI-ESM
 and MPI-ESM1-2-LR, 15 % on IPSL (guided on 5° cells it was 10–13 % on every column, 19–29 % when the
 correction itself worked on the 5° cells).
 
+### Real weather beside the demo world
+t2m / msl MAE of the 8-member ensemble mean (K / Pa). Real: the ERA5 week at 5° (`era5-x20`, 24 real
+cases, scored at ERA5's 1° points; `benchmarks/results/real_table*.md`). Demo: held-out ×20 cases of the
+synthetic world (`benchmarks/results/paper_table_prior_v4/`, 16 cases). The default prior was trained on an
+earlier demo world; prior v4 (`assets/checkpoints/zssd_demo_prior_v4.*`) on the current, re-calibrated one.
+
+| method | real t2m | real msl | demo t2m | demo msl |
+|---|---|---|---|---|
+| bilinear | 1.54 | 88.1 | 0.875 | 86.9 |
+| bilinear + lapse rate | 1.09 | 88.1 | 0.560 | 86.9 |
+| BCSD | not trainable on one week | | 0.492 | 118 |
+| ZSSD, default prior | 1.20 | 77.5 | – | – |
+| ZSSD, prior v4 | 1.08 | 91.3 | 0.539 | 66.9 |
+
+On real weather ZSSD is about as good as bilinear + lapse rate on t2m, not clearly better; with prior v4
+its msl is slightly worse than bilinear's, and the real cyclone comes out about 22 hPa too shallow.
+
 ### Scores
 MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error
 that 1 % of the area exceeds) — are latitude-weighted over the region. Spectra are radially averaged 2-D periodograms (Hann window) against wavelength.
