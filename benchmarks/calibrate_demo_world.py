@@ -117,10 +117,7 @@ class Evaluator:
         week = realism.measure_detail_and_spectra(world, self.boxes, self.times, self.time_idx)
         tigge = realism.measure_tigge_spectra(world, self.boxes)
         cyc = realism.measure_cyclones(world, self.tc_cases, self.time_idx)
-        ocean = [b for b in self.boxes if b[1] == "ocean"]
-        ow = realism.measure_detail_and_spectra(world, ocean, self.times, self.time_idx)
-        oo = {"boxes": [b[0] for b in ocean], "detail_std_ocean": {v: ow["detail_std"][f"ocean/{v}"] for v in realism.VARS},
-              "era5_bands": ow["era5_bands"], "tigge": {}}
+        oo = realism.measure_ocean_only(world, self.boxes, self.times, self.time_idx, tigge=False)
         self.n_evals += 1
         return realism.build_rows({"week": week, "tigge": tigge, "cyclone": cyc, "ocean_only": oo})
 

@@ -541,6 +541,19 @@ def _structure_at(msl, u, v, pts, lat0, lon0, search_km=300.0):
     return s
 
 
+def measure_ocean_only(world, boxes, times, time_idx, tigge: bool = True) -> dict | None:
+    """Measures 1 and 3 on the open-ocean boxes of ``boxes`` alone (``None`` if there are none).
+
+    Their ERA5-week rows are counted (:func:`build_rows`); the TIGGE band ratios are a diagnostic
+    (``tigge=False`` skips them, as the calibration search does)."""
+    ocean = [b for b in boxes if b[1] == "ocean"]
+    if not ocean:
+        return None
+    ow = measure_detail_and_spectra(world, ocean, times, time_idx)
+    return {"boxes": [b[0] for b in ocean], "detail_std_ocean": {v: ow["detail_std"][f"ocean/{v}"] for v in VARS},
+            "era5_bands": ow["era5_bands"], "tigge": measure_tigge_spectra(world, ocean) if tigge else {}}
+
+
 def measure_cyclones(world, n_cases: int, time_idx=None) -> dict:
     """Measure 4: the real ERA5 TC at its peak vs the ``n_cases`` demo catalog cyclones closest in depth.
 
@@ -814,12 +827,7 @@ def main(argv=None) -> int:
         cyc["demo_mean"] = {k: float("nan") for k in cyc["demo_mean"]}
         cyc["demo_cases"] = []
     print(f"cyclones done ({_time.perf_counter() - t0:.0f} s)", flush=True)
-    ocean = [b for b in boxes if b[1] == "ocean"]
-    ocean_only = None
-    if ocean:  # the same measures on the open-ocean boxes alone (ERA5 rows counted, TIGGE rows a diagnostic)
-        ow = measure_detail_and_spectra(source, ocean, times, time_idx)
-        ocean_only = {"boxes": [b[0] for b in ocean], "detail_std_ocean": {v: ow["detail_std"][f"ocean/{v}"] for v in VARS},
-                      "era5_bands": ow["era5_bands"], "tigge": measure_tigge_spectra(source, ocean)}
+    ocean_only = measure_ocean_only(source, boxes, times, time_idx)
     results = {"week": week, "tigge": tigge, "cyclone": cyc, "points_check_max_abs": check, "ocean_only": ocean_only}
     if args.checkpoint:
         from zssd_engine.pipeline import prior_sha256

@@ -8,13 +8,16 @@ world by :func:`_make_modes` and evaluated (with derivatives) on any grid at any
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from .constants import PRESSURE_TAIL, R_EARTH
 
 __all__ = ["_Modes", "_make_modes", "_pressure_spectrum", "_meso_spectrum", "_meso_pressure_spectrum"]
+
+#: cos of the reference latitude (40°) at which a mode's zonal index ``m`` maps to a wavenumber.
+_COS_REF = np.cos(np.deg2rad(40.0))
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,11 @@ class _Modes:
 
     def split(self, wavelength_km: float) -> tuple["_Modes", "_Modes"]:
         """``(long, short)``: the modes with wavelength at least / below ``wavelength_km`` (their sum is the field)."""
-        cos_ref = np.cos(np.deg2rad(40.0))
-        k = np.hypot(self.m / (R_EARTH * cos_ref), self.l / R_EARTH)
+        k = np.hypot(self.m / (R_EARTH * _COS_REF), self.l / R_EARTH)
         long_ = 2 * np.pi / np.maximum(k, 1e-30) >= wavelength_km * 1e3
-        pick = [_Modes(*(getattr(self, n)[sel] for n in ("m", "l", "amp", "omega", "nu", "theta", "chi")))
-                for sel in (long_, ~long_)]
-        return pick[0], pick[1]
+        long_modes, short_modes = (_Modes(**{f.name: getattr(self, f.name)[sel] for f in fields(self)})
+                                   for sel in (long_, ~long_))
+        return long_modes, short_modes
 
     def evaluate(self, lat_rad: np.ndarray, lon_rad: np.ndarray, t_days: float,
                  derivatives: bool = False) -> tuple[np.ndarray, ...]:
@@ -62,12 +64,11 @@ def _make_modes(rng: np.random.Generator, n: int, lmin_km: float, lmax_km: float
     lam = np.exp(rng.uniform(np.log(lmin_km), np.log(lmax_km), n)) * 1e3   # m
     k = 2 * np.pi / lam
     ang = rng.uniform(0, 2 * np.pi, n)
-    cos_ref = np.cos(np.deg2rad(40.0))
-    m = np.round(k * np.cos(ang) * R_EARTH * cos_ref)
+    m = np.round(k * np.cos(ang) * R_EARTH * _COS_REF)
     l = k * np.sin(ang) * R_EARTH
     amp = np.sqrt(spectrum(k))
     amp = amp / np.sqrt(np.sum(amp ** 2))  # unit variance overall
-    kx = m / (R_EARTH * cos_ref)
+    kx = m / (R_EARTH * _COS_REF)
     c = speed - (1.6e-11 / k ** 2 if beta_drift else 0.0)          # phase speed, m/s
     omega = c * kx * 86400.0                                      # rad/day
     tau = np.clip(tau_days * (lam / 3.0e6) ** (2.0 / 3.0), 0.4, 8.0)

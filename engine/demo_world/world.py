@@ -132,7 +132,10 @@ def _synoptic(f: _Frame, p_modes: tuple, pm_modes) -> tuple[np.ndarray, ...]:
     ocean_f = 1.0 + SYNOPTIC_OCEAN * (1.0 - f.cont)
     g0, g_lat, g_lon = p_modes[0].evaluate(lat, f.lon, f.t_days, derivatives=True)   # long waves
     h0, h_lat, h_lon = p_modes[1].evaluate(lat, f.lon, f.t_days, derivatives=True)   # short waves
-    f0, f_lat, f_lon = ocean_f * g0 + h0, ocean_f * g_lat + h_lat, ocean_f * g_lon + h_lon
+    # the field and its derivatives (product rule on ocean_f: ∂ocean_f = −SYNOPTIC_OCEAN ∂cont)
+    f0 = ocean_f * g0 + h0
+    f_lat = ocean_f * g_lat + h_lat - SYNOPTIC_OCEAN * f.cont_dlat * g0
+    f_lon = ocean_f * g_lon + h_lon - SYNOPTIC_OCEAN * f.cont_dlon * g0
     p_syn = env_p[:, None] * f0
     # mesoscale pressure (fronts, troughs, convective systems): realism.py measured the demo world's
     # msl power at 100-1000 km at 3-17 % of ERA5/TIGGE; this field adds it, and its geostrophic wind
@@ -141,9 +144,8 @@ def _synoptic(f: _Frame, p_modes: tuple, pm_modes) -> tuple[np.ndarray, ...]:
     pm, pm_lat, pm_lon = pm_modes.evaluate(lat, f.lon, f.t_days, derivatives=True)
     p_meso = env_m * pm
     # mesoscale flow is far from geostrophic: only MESO_WIND_FACTOR of its geostrophic wind is added
-    dp_dlat = (d_env_p[:, None] * f0 + env_p[:, None] * (f_lat - SYNOPTIC_OCEAN * f.cont_dlat * g0)
-               + MESO_WIND_FACTOR * env_m * pm_lat)
-    dp_dlon = env_p[:, None] * (f_lon - SYNOPTIC_OCEAN * f.cont_dlon * g0) + MESO_WIND_FACTOR * env_m * pm_lon
+    dp_dlat = d_env_p[:, None] * f0 + env_p[:, None] * f_lat + MESO_WIND_FACTOR * env_m * pm_lat
+    dp_dlon = env_p[:, None] * f_lon + MESO_WIND_FACTOR * env_m * pm_lon
     # geostrophic wind with a tropical taper: u = -(1/ρf) ∂p/∂y, v = (1/ρf) ∂p/∂x, 1/f → g(φ)/f
     f_cor = 2 * OMEGA * np.sin(lat)[:, None]
     taper = np.sin(lat)[:, None] ** 2 / (np.sin(lat)[:, None] ** 2 + np.sin(np.deg2rad(14.0)) ** 2)
