@@ -87,16 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--name", default="real_table")
+    ap.add_argument("--guidance-scale", type=float, default=None,
+                    help="ζ of the guided methods (default: the tuned table's, samplers.default_guidance_scale)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     a = ap.parse_args(argv)
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     tasks = [t.strip() for t in a.tasks.split(",") if t.strip()]
     for t in tasks:
         if t not in REAL_TASKS:
             ap.error(f"unknown real task {t!r}; choose from {', '.join(REAL_TASKS)}")
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    from zssd_engine import pipeline as P
+
+    scales = None if a.guidance_scale is None else {m: a.guidance_scale for m in P.GUIDED_METHODS}
     results = {}
     for t in tasks:
         results[t] = evaluate(t, methods, a.cases, a.steps, a.members, checkpoint=a.checkpoint,
-                              progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                              guidance_scales=scales, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     payload = {**header(), "settings": vars(a), "results": results}
     md = [f"# Real weather: the ERA5 week (real), {a.cases} cases per task\n", md_header(payload),
           "Reference: **real ERA5 at its 1° points** (every 4th point of the 0.25° grid; the 0.25° outputs "

@@ -48,7 +48,7 @@ from .real_sources import PAIRED_REAL, REAL_SOURCES, era5_week
 from .variables import VARIABLES
 
 __all__ = ["EvalCase", "parse_task", "evaluation_cases", "real_evaluation_cases", "REAL_REGIONS",
-           "REAL_TUNING_TIMES", "REAL_TASKS", "evaluate", "markdown_table", "machine_info"]
+           "REAL_TUNING_TIMES", "REAL_TASKS", "real_tuning_cases", "evaluate", "markdown_table", "machine_info"]
 
 
 class EvalCase(tuple):
@@ -164,6 +164,22 @@ def real_evaluation_cases(n: int, n_cyclone: int = 3) -> list[EvalCase]:
     return out
 
 
+def real_tuning_cases() -> list[EvalCase]:
+    """The real week's tuning cases: each of :data:`REAL_REGIONS` once, at a time of :data:`REAL_TUNING_TIMES`.
+
+    Region ``r`` takes tuning time ``REAL_TUNING_TIMES[r % 4]``, so the four times and the region kinds
+    mix.  The real cyclone is left out: its scored cases (:func:`real_evaluation_cases`) are the same
+    storm a few hours apart.  These cases may be used to tune (a guidance scale, the demo world's
+    constants); :func:`real_evaluation_cases` never scores them.
+    """
+    times = [pd.Timestamp(t) for t in era5_week()["time"].values]
+    out = []
+    for r, (name, kind, s, nn, w, e) in enumerate(REAL_REGIONS):
+        t = times[REAL_TUNING_TIMES[r % len(REAL_TUNING_TIMES)]]
+        out.append(EvalCase(f"{name} ({kind}) [tuning]", t, Region(s, nn, w, e)))
+    return out
+
+
 def machine_info() -> str:
     import torch
 
@@ -265,7 +281,8 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     methods, unavailable = _not_trainable(methods, real, user)
     if prior is None and any(m in P.DIFFUSION_METHODS for m in methods):
         prior = P.load_prior(checkpoint)
-    scales = {m: float((guidance_scales or {}).get(m, P.guidance_default(m, steps)))
+    domain = P.input_domain(source, files)  # which tuned ζ table: demo-world or real inputs
+    scales = {m: float((guidance_scales or {}).get(m, P.guidance_default(m, steps, prior, domain)))
               for m in P.GUIDED_METHODS if m in methods}
     book = ScoreBook(members, P.DIFFUSION_METHODS)
     trained = method_names(kind=CLASSICAL, paired_training=True)  # BCSD: trained per case on paired years

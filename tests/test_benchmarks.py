@@ -72,3 +72,13 @@ def test_x20_spectra_octave_ratios_finest_first():
     smooth = ref + 5 * np.sin(y)[:, None] * np.sin(y)[None, :]
     r = x20_spectra.octave_ratios(smooth, ref, n)
     assert abs(r[0] - 1) < 0.05 and r[n - 1] > 2
+
+
+def test_real_guidance_table_fills_untuned_steps_by_the_real_to_demo_ratio():
+    import tune_guidance
+
+    demo = {"zssd": {"20": 6.0, "50": 3.0, "100": 3.0}}
+    table, filled = tune_guidance.fill_steps({"zssd": {"50": 4.5}}, demo)
+    assert table["zssd"] == {"50": 4.5, "20": pytest.approx(9.0), "100": pytest.approx(4.5)}
+    assert set(filled["zssd"]) == {"20", "100"}
+    assert tune_guidance.fill_steps({"zssd": {"50": 4.5}}, {}) == ({"zssd": {"50": 4.5}}, {})  # no demo table

@@ -11,7 +11,7 @@ import xarray as xr
 
 from zssd_engine import pipeline as P
 from zssd_engine.errors import DataError
-from zssd_engine.grids import GridError, LatLonGrid
+from zssd_engine.grids import GridError, LatLonGrid, Region
 from zssd_engine.real_sources import (ERA5_WEEK, GFS_FILE, TIGGE_FILE, era5_coarse, era5_week, open_storm_1996,
                                  real_cyclones)
 
@@ -244,6 +244,18 @@ def test_real_evaluation_cases_are_fixed_and_skip_tuning_times():
     assert len({c.name for c in cases if not c.name.startswith("ERA5-TC")}) == len(REAL_REGIONS)
 
 
+def test_real_tuning_cases_use_only_tuning_times_and_every_region():
+    from zssd_engine.evaluate import REAL_REGIONS, REAL_TUNING_TIMES, real_evaluation_cases, real_tuning_cases
+
+    tuning = real_tuning_cases()
+    times = [pd.Timestamp(t) for t in era5_week().time.values]
+    assert {times.index(c.time) for c in tuning} == set(REAL_TUNING_TIMES)
+    assert [c.region.as_text() for c in tuning] == [Region(*r[2:]).as_text() for r in REAL_REGIONS]
+    scored = real_evaluation_cases(48)
+    assert not {c.time for c in tuning} & {c.time for c in scored}
+    assert not any(c.cyclone for c in tuning)
+
+
 def test_evaluate_era5_task_reports_bcsd_unavailable(tmp_path):
     from zssd_engine.cli import main
 
@@ -271,3 +283,22 @@ def test_downscale_cli_on_era5_x20_with_a_southern_region(tmp_path):
     assert main(["downscale", "--gcm", "ERA5-x20", "--time", "2026-04-05", "--region", TC_REGION, "--method",
                  "lapse", "--out", str(bad)]) == 2
     assert not bad.exists()
+
+
+def test_real_inputs_take_the_priors_real_guidance_table(tmp_path, monkeypatch):
+    """ζ is looked up per prior and per kind of input: a real source gets the prior's real table, the demo
+    world its demo table; an explicit ζ still wins."""
+    import zssd_engine.samplers.guidance_table as C
+
+    monkeypatch.setattr(C, "TUNED_GUIDANCE_FILE", tmp_path / "guidance_defaults.json")
+    prior = P.load_prior("tiny")
+    C.install_tuned_table({"checkpoint_sha256": prior.sha256, "domain": "demo", "scales": {"zssd": {"2": 1.5}}})
+    C.install_tuned_table({"checkpoint_sha256": prior.sha256, "domain": "real", "scales": {"zssd": {"2": 7.0}}})
+    real = P.prepare_case("ERA5-x20", TC_TIME, "-25,-9,100,116")
+    demo = P.prepare_case("x20", "2021-06-01T00:00", "-25,-9,100,116")
+    assert (real.domain, demo.domain) == ("real", "demo")
+    assert P.input_domain("MPI-ESM-LR") == "real" and P.input_domain("MIROC6") == "demo"
+    zeta = {c.domain: float(P.run_method(c, "zssd", prior=prior, steps=2).attrs["guidance_scale"])
+            for c in (real, demo)}
+    assert zeta == {"real": 7.0, "demo": 1.5}
+    assert float(P.run_method(real, "zssd", prior=prior, steps=2, guidance_scale=0.5).attrs["guidance_scale"]) == 0.5

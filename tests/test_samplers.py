@@ -343,6 +343,47 @@ def test_tuned_guidance_table_is_read(tmp_path, monkeypatch):
     assert C.default_guidance_scale("zssd", 20, with_source=True)[1].startswith("built-in")
 
 
+def test_guidance_tables_are_chosen_by_prior_and_domain(tmp_path, monkeypatch):
+    import json
+
+    import zssd_engine.samplers.guidance_table as C
+
+    f = tmp_path / "guidance_defaults.json"
+    monkeypatch.setattr(C, "TUNED_GUIDANCE_FILE", f)
+    C.install_tuned_table({"checkpoint_sha256": "shipped", "domain": "demo", "date": "d1",
+                           "scales": {"zssd": {"50": 3.0}, "dps": {"50": 40.0}}}, default=True)
+    C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "demo", "scales": {"zssd": {"50": 2.0}}})
+    C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "real", "scales": {"zssd": {"50": 6.0}}})
+    z = lambda **kw: C.default_guidance_scale("zssd", 50, with_source=True, **kw)  # noqa: E731
+    assert z()[0] == 3.0 and z(domain="real")[0] == 3.0  # the shipped prior has no real table: its demo one
+    assert "no table tuned on real cases" in z(domain="real")[1]
+    assert z(prior_sha256="v4")[0] == 2.0 and z(prior_sha256="v4", domain="real")[0] == 6.0
+    assert "not tuned for this prior" not in z(prior_sha256="v4")[1]
+    other = z(prior_sha256="someone-elses")
+    assert other[0] == 3.0 and "not tuned for this prior" in other[1]  # falls back to the shipped prior's
+    assert C.default_guidance_scale("dps", 50, prior_sha256="v4") == 40.0  # v4 has no dps table
+    # re-installing replaces that (checkpoint, domain) only, and keeps the shipped prior the default
+    C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "real", "scales": {"zssd": {"50": 5.0}}})
+    d = json.loads(f.read_text())
+    assert d["default_checkpoint_sha256"] == "shipped" and len(d["tables"]) == 3
+    assert z(prior_sha256="v4", domain="real")[0] == 5.0
+    # a run tuning another method adds it to the table and keeps the first run's method and provenance
+    C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "demo", "date": "d2", "scales": {"dps": {"50": 30.0}}})
+    v4 = [t for t in json.loads(f.read_text())["tables"] if t["checkpoint_sha256"] == "v4" and t["domain"] == "demo"]
+    assert v4[0]["scales"] == {"zssd": {"50": 2.0}, "dps": {"50": 30.0}}
+    assert [r["methods"] for r in v4[0]["runs"]] == [["zssd"], ["dps"]]
+    assert C.default_guidance_scale("dps", 50, prior_sha256="v4") == 30.0 and z(prior_sha256="v4")[0] == 2.0
+    assert "d2" in C.default_guidance_scale("dps", 50, True, prior_sha256="v4")[1]
+    with pytest.raises(ValueError, match="domain"):
+        C.default_guidance_scale("zssd", 50, domain="mars")
+    with pytest.raises(ValueError, match="domain"):
+        C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "mars", "scales": {"zssd": {"50": 1.0}}})
+    f.write_text("not json")
+    with pytest.raises(ValueError):  # an unreadable table file is not overwritten
+        C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "demo", "scales": {"zssd": {"50": 1.0}}})
+    assert f.read_text() == "not json"
+
+
 def test_dps_correction_is_a_gradient_step_on_the_unsquared_misfit():
     """x_{t'} = x'_{t'} − ζ_t ∇_{x_t} ‖r‖ per member: each member moves by ζ_t along its own unit residual."""
     from zssd_engine.samplers.guidance import dps_correction, guidance_factor

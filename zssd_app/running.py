@@ -146,11 +146,10 @@ def start_compare(state: "AppState", sync: bool = False) -> RunJob | None:
     state.param.trigger("compare_changed")
 
     def work(job: RunJob):
-        from zssd_engine.samplers import default_guidance_scale
-
         for i, label in enumerate(("ZSSD", "DPS")):
             m = METHOD_LABELS[label]
-            gen = state.pipeline.sampler(case, prior, m, steps, 1, seed, float(default_guidance_scale(m, steps)))
+            gen = state.pipeline.sampler(case, prior, m, steps, 1, seed,
+                                         float(state.pipeline.guidance_default(m, steps, prior, case)))
             t_last = _time.perf_counter()
             try:
                 for st in gen:

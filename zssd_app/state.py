@@ -134,7 +134,7 @@ class AppState(SelectionMixin, param.Parameterized):
         self._run_when_ready = False
         self._t_run: float | None = None
         self.param.watch(self._on_selection, ["gcm", "time", "region_text"])
-        self.param.watch(self._sync_guidance, ["method", "steps", "guidance_auto"])
+        self.param.watch(self._sync_guidance, ["method", "steps", "guidance_auto", "gcm"])
         self._sync_guidance()
         for p in self.config.problems:
             self.notify("warning", f"Server configuration: {p}")
@@ -220,16 +220,22 @@ class AppState(SelectionMixin, param.Parameterized):
     def method_id(self) -> str:
         return METHOD_LABELS[self.method]
 
+    def tuned_guidance(self, method_id: str | None = None) -> float:
+        """The prior's tuned ζ for ``method_id`` (default: the selected method) at the selected steps, from
+        its table for the selected source's kind of input (demo world or real)."""
+        domain = self.pipeline.input_domain(self.gcm, self.configured_files)
+        return float(self.pipeline.guidance_default(method_id or self.method_id, self.steps, self.prior(), domain))
+
     def _sync_guidance(self, *_) -> None:
         """With the tuned ζ on, the ζ field shows the value a Run will use (not a stale default)."""
         if self.guidance_auto and METHODS[self.method_id].guided:
-            self.guidance_scale = round(float(self.pipeline.guidance_default(self.method_id, self.steps)), 4)
+            self.guidance_scale = round(self.tuned_guidance(), 4)
 
     def effective_guidance(self) -> float | None:
         if not METHODS[self.method_id].guided:  # DDRM projects instead
             return None
         if self.guidance_auto:
-            return float(self.pipeline.guidance_default(self.method_id, self.steps))
+            return self.tuned_guidance()
         return float(self.guidance_scale)
 
     def run(self, sync: bool = False) -> RunJob | None:

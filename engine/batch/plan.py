@@ -210,7 +210,7 @@ def _dry_run(spec: BatchSpec, time: pd.Timestamp, region: Region, prior: PriorRe
         p = get_prior(prior)
     except FileNotFoundError as e:
         raise BatchError(f"--checkpoint: {e}") from None
-    gs = _resolve_guidance(spec, existing)
+    gs = _resolve_guidance(spec, existing, p, case)
     gen = pipeline.sampler(case, p, spec.method, spec.steps, spec.members, 0, gs)  # validates eagerly
     gen.close()
     return case.fine, gs
@@ -243,8 +243,9 @@ def plan_batch(spec: BatchSpec, out: str | os.PathLike) -> BatchPlan:
                      np.asarray(g.lon_bounds), members, prior, params, exists, gs)
 
 
-def _resolve_guidance(spec: BatchSpec, existing: Path | None) -> float | None:
-    """ζ to use: the one asked for, else the one stored when the batch began, else the tuned default."""
+def _resolve_guidance(spec: BatchSpec, existing: Path | None, prior=None, case=None) -> float | None:
+    """ζ to use: the one asked for, else the one stored when the batch began, else the prior's tuned default
+    for the case's kind of input (demo world or real)."""
     if spec.method not in GUIDED_METHODS:
         return None
     if spec.guidance_scale is not None:
@@ -255,4 +256,4 @@ def _resolve_guidance(spec: BatchSpec, existing: Path | None) -> float | None:
             return v
     from ..pipeline import guidance_default
 
-    return float(guidance_default(spec.method, spec.steps))
+    return float(guidance_default(spec.method, spec.steps, prior, case.domain if case is not None else "demo"))

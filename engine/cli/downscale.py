@@ -129,12 +129,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sampler_options(args: argparse.Namespace) -> tuple[float | None, dict[str, Any]]:
-    """``(guidance scale, keyword options)`` of the diffusion sampler named by ``--method``."""
+def _sampler_options(args: argparse.Namespace, prior, case: P.Case) -> tuple[float | None, dict[str, Any]]:
+    """``(guidance scale, keyword options)`` of the diffusion sampler named by ``--method`` (ζ by default: the
+    prior's tuned value for the case's kind of input, :func:`zssd_engine.pipeline.guidance_default`)."""
     kw: dict[str, Any] = {}
     gs = args.guidance_scale
     if args.method in P.GUIDED_METHODS:
-        gs = P.guidance_default(args.method, args.steps) if gs is None else gs
+        gs = P.guidance_default(args.method, args.steps, prior, case) if gs is None else gs
         kw["guidance_schedule"] = args.guidance_schedule
         if args.eta is not None:
             kw["eta"] = args.eta
@@ -153,7 +154,7 @@ def _sample(args: argparse.Namespace, case: P.Case, gcm: str, variables: list[st
     from ..bias_correction import BC_METHODS, bias_attrs
 
     prior = P.load_prior(args.checkpoint, args.device)
-    gs, kw = _sampler_options(args)
+    gs, kw = _sampler_options(args, prior, case)
     gen = P.sampler(case, prior, args.method, args.steps, args.members, args.seed, gs, **kw)
     final = None
     bar = tqdm(total=args.steps, desc=f"{args.method} {gcm}", unit="step", file=sys.stderr, dynamic_ncols=True)

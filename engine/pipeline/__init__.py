@@ -21,7 +21,7 @@ Every name is importable from ``zssd_engine.pipeline``; callers use ``pipeline.<
 from __future__ import annotations
 
 from .case import (BASELINES, DIFFUSION_METHODS, GUIDED_METHODS, METHODS, REFERENCE_LABEL, Case, check_method,
-                   check_source, get_world, parse_region, parse_time, prepare_case, reference_label)
+                   check_source, get_world, input_domain, parse_region, parse_time, prepare_case, reference_label)
 from .classical import (BCSD_DAYS, BCSD_YEARS, _train_bcsd, baseline, bcsd_training_times,  # noqa: F401
                         coarse_elevation, train_paired_bcsd)
 from .priors import DEFAULT_CHECKPOINT, checkpoint_identity, default_prior, load_prior, prior_loads, prior_sha256
@@ -36,5 +36,5 @@ __all__ = [
     "DEFAULT_CHECKPOINT", "get_world", "prior_sha256", "check_source",
     "bcsd_training_times", "parse_time", "parse_region", "check_method", "run_method",
     "REFERENCE_LABEL", "coarse_elevation", "reference_label",
-    "GUIDED_METHODS", "BCSD_YEARS", "BCSD_DAYS", "train_paired_bcsd", "guidance_default",
+    "GUIDED_METHODS", "BCSD_YEARS", "BCSD_DAYS", "train_paired_bcsd", "guidance_default", "input_domain",
 ]

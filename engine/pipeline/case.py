@@ -26,7 +26,7 @@ from ..variables import VARIABLES
 
 __all__ = [
     "BASELINES", "DIFFUSION_METHODS", "GUIDED_METHODS", "METHODS", "REFERENCE_LABEL", "Case", "check_method",
-    "check_source", "get_world", "parse_region", "parse_time", "prepare_case", "reference_label",
+    "check_source", "get_world", "input_domain", "parse_region", "parse_time", "prepare_case", "reference_label",
 ]
 
 #: Method names by kind, from the registry :data:`zssd_engine.methods.METHODS`.
@@ -62,6 +62,12 @@ def check_source(source_id: str, files: dict | None = None) -> str:
     if source_id not in known:
         raise GridError(f"unknown GCM {source_id!r}; known: {', '.join(known)}")
     return source_id
+
+
+def input_domain(source_id: str, files: dict | None = None) -> str:
+    """``"real"`` when ``source_id`` is real weather or a real model's output (an ERA5 source, a real GCM
+    file, a user's files), ``"demo"`` for the demo world's tasks and pseudo-GCMs."""
+    return "real" if source_id in REAL_SOURCES or source_id in REAL_FILES or source_id in (files or {}) else "demo"
 
 
 _WORLDS: dict[int, DemoWorld] = {}
@@ -122,6 +128,12 @@ class Case:
         lo = np.abs(f.lon[:, None] - ref["lon"].values[None, :]).argmin(1)
         data = {v: (("lat", "lon"), ref[v].values[np.ix_(li, lo)], dict(ref[v].attrs)) for v in ref.data_vars}
         return xr.Dataset(data, coords={"lat": f.lat, "lon": f.lon}, attrs=dict(ref.attrs, display="nearest 1° point"))
+
+    @property
+    def domain(self) -> str:
+        """``"real"`` for real inputs (the ERA5 sources, a real GCM file, a user's files), else ``"demo"``:
+        which tuned guidance table applies (:func:`zssd_engine.samplers.default_guidance_scale`)."""
+        return input_domain(self.source_id, self.files)
 
     @property
     def real_reference(self) -> bool:

@@ -34,8 +34,9 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
             kw.setdefault("unified_res", guidance_res(case))
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
-    if is_guided(method):
-        kw["guidance_scale"] = guidance_scale
+    if is_guided(method):  # None: the tuned ζ of this prior for this kind of input
+        kw["guidance_scale"] = (guidance_default(method, steps, prior, case) if guidance_scale is None
+                                else guidance_scale)
     elif guidance_scale is not None and method in METHOD_REGISTRY:  # ddrm: the registered unguided sampler
         raise ValueError(f"{method} takes no guidance scale (it projects onto the data); use sigma_y/eta_b")
     static, time_feats = case.static, case.time_feats
@@ -61,7 +62,7 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
     if prior is None:
         raise ValueError(f"{method} needs a prior")
     if method in GUIDED_METHODS and guidance_scale is None:
-        guidance_scale = guidance_default(method, steps)
+        guidance_scale = guidance_default(method, steps, prior, case)
     from ..bias_correction import BC_METHODS, bias_attrs
 
     extra = bias_attrs(case, unified_res=kw.get("unified_res")) if method in BC_METHODS else {}
@@ -79,8 +80,16 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
                                                   **extra})
 
 
-def guidance_default(method: str, steps: int) -> float:
-    """The tuned ζ for a guided method (``zssd-bc`` guides like ``zssd``)."""
+def guidance_default(method: str, steps: int, prior=None, domain: str | Case = "demo",
+                     with_source: bool = False) -> float | tuple[float, str]:
+    """The tuned ζ for a guided method (``zssd-bc`` guides like ``zssd``).
+
+    ``prior``: the prior that will sample (its own table; ``None``: the shipped prior's); ``domain``:
+    ``"demo"``, ``"real"`` or a :class:`Case` (its :attr:`Case.domain`).  See
+    :func:`zssd_engine.samplers.default_guidance_scale`.
+    """
     from ..samplers import default_guidance_scale
 
-    return default_guidance_scale(sampler_name(method), steps)
+    dom = domain.domain if isinstance(domain, Case) else domain
+    sha = getattr(prior, "sha256", None) if prior is not None else None
+    return default_guidance_scale(sampler_name(method), steps, with_source, prior_sha256=sha, domain=dom)

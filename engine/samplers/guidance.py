@@ -180,10 +180,12 @@ def run_guided(prior: Denoiser, obs: Observation, static, time_feats, fine: LatL
                eta: float, x0_clip: float | None, min_alpha_bar: float | None,
                guide_mean: bool = False) -> Iterator[StepState]:
     """Batch the conditioning, resolve ζ (``None``: the tuned :func:`default_guidance_scale` of
-    ``method``) and return :func:`guided_loop` — the common tail of :func:`sample_zssd
+    ``method`` for this prior, demo-world table; the pipeline passes the table of its input's domain)
+    and return :func:`guided_loop` — the common tail of :func:`sample_zssd
     <zssd_engine.samplers.zssd.sample_zssd>` and :func:`sample_dps <zssd_engine.samplers.dps.sample_dps>`."""
     static_b, tf_b = expand_conditioning(prior, static, time_feats, members, fine.shape)
-    zeta = default_guidance_scale(method, steps) if guidance_scale is None else float(guidance_scale)
+    zeta = (default_guidance_scale(method, steps, prior_sha256=getattr(prior, "sha256", None))
+            if guidance_scale is None else float(guidance_scale))
     return guided_loop(prior, obs, static_b, tf_b, fine.shape, steps=steps, members=members, seed=seed,
                        guidance_scale=zeta, guidance_schedule=guidance_schedule, eta=eta, method=method,
                        x0_clip=x0_clip, min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)
