@@ -597,6 +597,26 @@ def test_guidance_field_shows_the_value_a_run_uses(state):
     assert state.guidance_scale == pytest.approx(state.effective_guidance(), rel=1e-3) and state.guidance_scale > 10
 
 
+def test_guidance_follows_the_source_kind_and_says_where_it_was_tuned(state, tmp_path, monkeypatch):
+    """A real source takes the prior's real-weather ζ table, a pseudo-GCM its demo one; the note says which."""
+    import zssd_engine.samplers.guidance_table as C
+    from zssd_app.views.controls import Controls
+
+    monkeypatch.setattr(C, "TUNED_GUIDANCE_FILE", tmp_path / "guidance_defaults.json")
+    sha = state.prior().sha256
+    C.install_tuned_table({"checkpoint_sha256": sha, "domain": "demo", "scales": {"zssd": {"50": 2.0}}})
+    C.install_tuned_table({"checkpoint_sha256": sha, "domain": "real", "scales": {"zssd": {"50": 6.0}}})
+    state.param.update(method="ZSSD", steps=20, guidance_auto=True)
+    state.steps = 50  # a change of steps re-reads the (patched) table
+    controls = Controls(state=state)
+    assert state.guidance_scale == pytest.approx(2.0) and "demo-world cases" in controls.g_note.object
+    state.gcm = "ERA5-x20"
+    assert state.guidance_scale == pytest.approx(6.0) and state.effective_guidance() == pytest.approx(6.0)
+    assert "real-weather cases" in controls.g_note.object
+    state.gcm = "MPI-ESM1-2-HR"
+    assert state.guidance_scale == pytest.approx(2.0)
+
+
 def test_variable_the_gcm_lacks_after_a_run_never_crashes(state):
     """Defect: MPI-ESM-LR (no psl) after a run, switching to sea-level pressure raised a TypeError in the maps."""
     import datetime as dt

@@ -220,11 +220,24 @@ class AppState(SelectionMixin, param.Parameterized):
     def method_id(self) -> str:
         return METHOD_LABELS[self.method]
 
-    def tuned_guidance(self, method_id: str | None = None) -> float:
+    def tuned_guidance(self, method_id: str | None = None, with_source: bool = False) -> float | tuple[float, str]:
         """The prior's tuned ζ for ``method_id`` (default: the selected method) at the selected steps, from
-        its table for the selected source's kind of input (demo world or real)."""
+        its table for the selected source's kind of input (demo world or real); ``with_source=True`` also
+        returns where it was tuned, in words for the controls."""
         domain = self.pipeline.input_domain(self.gcm, self.configured_files)
-        return float(self.pipeline.guidance_default(method_id or self.method_id, self.steps, self.prior(), domain))
+        z, src = self.pipeline.guidance_default(method_id or self.method_id, self.steps, self.prior(), domain,
+                                                with_source=True)
+        if not with_source:
+            return float(z)
+        if not src.startswith("tuned"):
+            where = "– no tuned table, a built-in default"
+        else:
+            where = "on real-weather cases" if ", real cases," in src else "on demo-world cases"
+            if "not tuned for this prior" in src:
+                where += ", for the shipped prior, not this one"
+            elif "no table tuned on" in src:
+                where += f" (none tuned on {domain} cases for this prior)"
+        return float(z), where
 
     def _sync_guidance(self, *_) -> None:
         """With the tuned ζ on, the ζ field shows the value a Run will use (not a stale default)."""

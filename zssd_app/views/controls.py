@@ -127,7 +127,7 @@ class Controls(pn.viewable.Viewer):
                                              "detections"])
         s.param.watch(self._sync_progress, ["status", "step", "n_steps", "sec_per_step", "misfit", "queue_position",
                                             "queue_wait_s", "status_text"])
-        s.param.watch(self._sync_guidance, ["method", "steps", "guidance_auto"])
+        s.param.watch(self._sync_guidance, ["method", "steps", "guidance_auto", "gcm"])
         self._sync_guidance()
         self._sync_progress()
         self._sync_from_state()
@@ -179,8 +179,8 @@ class Controls(pn.viewable.Viewer):
         if ddrm:
             self.g_note.object = f"{s.method} projects onto the GCM data at every step; it has no guidance scale."
         elif s.guidance_auto:
-            z = s.effective_guidance()
-            self.g_note.object = f"ζ = {z:.3g} (tuned for {s.method} at {s.steps} steps)"
+            z, where = s.tuned_guidance(with_source=True)
+            self.g_note.object = f"ζ = {z:.3g} (tuned for {s.method} at {s.steps} steps {where})"
         else:
             self.g_note.object = "Larger ζ follows the GCM more closely; too large makes fields noisy."
 
