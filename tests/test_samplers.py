@@ -382,6 +382,15 @@ def test_guidance_tables_are_chosen_by_prior_and_domain(tmp_path, monkeypatch):
     with pytest.raises(ValueError):  # an unreadable table file is not overwritten
         C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "demo", "scales": {"zssd": {"50": 1.0}}})
     assert f.read_text() == "not json"
+    # a shipped prior whose table lacks a method borrows another prior's, and says so
+    g = tmp_path / "second.json"
+    C.install_tuned_table({"checkpoint_sha256": "v1", "domain": "demo", "scales": {"dps": {"50": 40.0}}}, g)
+    C.install_tuned_table({"checkpoint_sha256": "v4", "domain": "demo", "scales": {"zssd": {"50": 2.0}}}, g,
+                          default=True)
+    monkeypatch.setattr(C, "TUNED_GUIDANCE_FILE", g)
+    z_dps, src = C.default_guidance_scale("dps", 50, True)
+    assert z_dps == 40.0 and "checkpoint v1" in src and "not tuned for this prior v4" in src
+    assert C.default_guidance_scale("ddrm-like", 50, True) == (0.0, "n/a")
 
 
 def test_dps_correction_is_a_gradient_step_on_the_unsquared_misfit():

@@ -18,7 +18,9 @@ from ..paths import ASSETS
 
 __all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "checkpoint_identity", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
 
-DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior.safetensors"
+#: The shipped prior: v4, trained on the re-calibrated demo world (``configs/demo_prior_v4.toml``).  The earlier
+#: ``zssd_demo_prior.safetensors`` (round 3) and ``_v2`` stay in ``assets/checkpoints`` for comparison.
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior_v4.safetensors"
 CACHE_SIZE = 4
 
 _CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
@@ -83,7 +85,7 @@ def prior_loads() -> list[str]:
 
 
 def default_prior(device: str | None = None):
-    """The shipped demo prior ``assets/checkpoints/zssd_demo_prior.safetensors``."""
+    """The shipped demo prior (:data:`DEFAULT_CHECKPOINT`, ``assets/checkpoints/zssd_demo_prior_v4.safetensors``)."""
     return load_prior(None, device)
 
 

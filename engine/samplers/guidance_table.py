@@ -12,7 +12,8 @@ tables, one tuned on demo-world cases and one on real weather:
 sha256 and the domain; its ``default_checkpoint_sha256`` names the shipped prior's.
 :func:`default_guidance_scale` picks the table of the prior and domain asked for, falling back
 (and saying so in its source text) to the same prior's demo table, then to the shipped prior's
-tables, then to :data:`DEFAULT_GUIDANCE`; within a table it log-interpolates in the step count.
+tables, then to any other prior's (a method not tuned for this prior), then to
+:data:`DEFAULT_GUIDANCE`; within a table it log-interpolates in the step count.
 ζ is quoted for a 128 x 128 region (:func:`zssd_engine.samplers.guidance.effective_scale` rescales
 it to the region's size).
 """
@@ -68,17 +69,16 @@ def _pick(method: str, prior_sha256: str | None, domain: str) -> tuple[dict[int,
     """The table of ``method`` to use and a description of where it came from."""
     tables, shipped = tuned_tables()
     own = prior_sha256 or shipped
-    chain = [(own, domain), (own, "demo")]
-    if own != shipped:
-        chain += [(shipped, domain), (shipped, "demo")]
+    others = [t.get("checkpoint_sha256") for t in tables if t.get("checkpoint_sha256") not in (own, shipped)]
+    chain = [(sha, dom) for sha in dict.fromkeys([own, shipped, *others]) for dom in dict.fromkeys([domain, "demo"])]
     for sha, dom in chain:
         for t in tables:
             if t.get("checkpoint_sha256") == sha and t["domain"] == dom and method in t["scales"]:
                 date = next((r.get("date") for r in t.get("runs", ()) if method in r.get("methods", ())),
                             t.get("date", "?"))
                 src = f"tuned ({TUNED_GUIDANCE_FILE.name}, {dom} cases, {date}, checkpoint {str(sha)[:12]}"
-                if prior_sha256 and sha != prior_sha256:
-                    src += f"; not tuned for this prior {str(prior_sha256)[:12]}"
+                if sha != own:
+                    src += f"; not tuned for this prior {str(own)[:12]}"
                 if dom != domain:
                     src += f"; no table tuned on {domain} cases"
                 return t["scales"][method], src + ")"
