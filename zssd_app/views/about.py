@@ -75,28 +75,36 @@ run against the reference in training years only), then guides toward the correc
 any other source and never finer than the field's own cells). It is
 offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
 training period and the guidance grid are in every output's attributes. Measured on the five pseudo-GCMs
-(16 held-out cases each, 8 members, prior v2; `benchmarks/results/paper_table_bc_guidance/`): lower CRPS
-than BCSD's error on every column and variable, lower msl and 10 m wind errors of the ensemble mean on
-every column, but a t2m ensemble mean still above BCSD's: 2 % on AWI and MPI-ESM1-2-HR, 6–8 % on MIROC6
-and MPI-ESM1-2-LR, 15 % on IPSL (guided on 5° cells it was 10–13 % on every column, 19–29 % when the
-correction itself worked on the 5° cells).
+of the re-calibrated world (16 held-out cases each, 8 members, prior v4 at ζ = 3.0;
+`benchmarks/results/paper_table_bc_prior_v4/`): lower CRPS than BCSD on every column, lower msl and 10 m
+wind errors of the ensemble mean on every column, and a t2m ensemble mean below BCSD's on three of five
+(MIROC6 −1 %, AWI −7 %, MPI-ESM1-2-HR −7 %) but not on MPI-ESM1-2-LR (+2 %) and IPSL (+11 %, the
+smoothest model); its 1 % worst t2m errors (P99) are below BCSD's on AWI and MPI-ESM1-2-HR only.
 
 ### Real weather beside the demo world
 t2m / msl MAE of the 8-member ensemble mean (K / Pa). Real: the ERA5 week at 5° (`era5-x20`, 24 real
 cases, scored at ERA5's 1° points; `benchmarks/results/real_table*.md`). Demo: held-out ×20 cases of the
-synthetic world (`benchmarks/results/paper_table_prior_v4/`, 16 cases). The default prior was trained on an
-earlier demo world; prior v4 (`assets/checkpoints/zssd_demo_prior_v4.*`) on the current, re-calibrated one.
+synthetic world (`benchmarks/results/paper_table_prior_v4/`, 16 cases). The default prior, v4
+(`assets/checkpoints/zssd_demo_prior_v4.*`), was trained on the current, re-calibrated demo world; the
+round-3 prior (`zssd_demo_prior.*`, kept for comparison) on an earlier one.
 
 | method | real t2m | real msl | demo t2m | demo msl |
 |---|---|---|---|---|
 | bilinear | 1.54 | 88.1 | 0.875 | 86.9 |
 | bilinear + lapse rate | 1.09 | 88.1 | 0.560 | 86.9 |
 | BCSD | not trainable on one week | | 0.492 | 118 |
-| ZSSD, default prior | 1.20 | 77.5 | – | – |
-| ZSSD, prior v4 | 1.08 | 91.3 | 0.539 | 66.9 |
+| ZSSD, round-3 prior | 1.20 | 77.5 | – | – |
+| ZSSD, prior v4 (default) | 1.08 | 91.3 | 0.539 | 66.9 |
 
 On real weather ZSSD is about as good as bilinear + lapse rate on t2m, not clearly better; with prior v4
 its msl is slightly worse than bilinear's, and the real cyclone comes out about 22 hPa too shallow.
+
+### Guidance scale
+ζ is tuned per prior and per kind of input: on training-year demo cases for the demo world's tasks and
+pseudo-GCMs, and on four times of the real ERA5 week (never scored) for real inputs — the ERA5 sources,
+the real GCM file and files the operator configured. For prior v4 that is ζ = 1.73 (demo) and 3.0 (real)
+at 50 steps. The note under the ζ field says which table a run uses. The tables above were measured at
+ζ = 3.0, before v4's demo table existed.
 
 ### Scores
 MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error
