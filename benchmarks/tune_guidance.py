@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-refine", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "guidance_scales.json"))
     ap.add_argument("--install", action="store_true",
-                    help=f"also add the chosen scales to {TUNED_GUIDANCE_FILE.name}, as this checkpoint's demo "
-                         "table (its real table with --real), replacing the one it had")
+                    help=f"also add the chosen scales to {TUNED_GUIDANCE_FILE.name}, in this checkpoint's demo "
+                         "table (its real table with --real), replacing the scales of the methods tuned here")
     ap.add_argument("--default-prior", action="store_true",
                     help="with --install: also record this checkpoint as the shipped prior's (the fallback)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
