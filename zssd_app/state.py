@@ -234,7 +234,7 @@ class AppState(SelectionMixin, param.Parameterized):
         else:
             where = "on real-weather cases" if ", real cases," in src else "on demo-world cases"
             if "not tuned for this prior" in src:
-                where += ", for the shipped prior, not this one"
+                where += ", for another prior, not this one"
             elif "no table tuned on" in src:
                 where += f" (none tuned on {domain} cases for this prior)"
         return float(z), where
