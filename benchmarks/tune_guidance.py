@@ -249,8 +249,7 @@ def install(res: dict, default: bool = False) -> None:
         demo = [t for t in tuned_tables()[0] if t.get("checkpoint_sha256") == res["checkpoint_sha256"]
                 and t["domain"] == "demo"]
         if demo:
-            table["scales"], filled = fill_steps(res["scales"], {m: {str(k): v for k, v in tab.items()}
-                                                                 for m, tab in demo[0]["scales"].items()})
+            table["scales"], filled = fill_steps(res["scales"], demo[0]["scales"])
             if filled:
                 table["filled_steps"] = filled
     install_tuned_table({**table, "domain": domain}, default=default)

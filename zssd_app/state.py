@@ -229,13 +229,13 @@ class AppState(SelectionMixin, param.Parameterized):
                                                 with_source=True)
         if not with_source:
             return float(z)
-        if not src.startswith("tuned"):
+        if src is None:
             where = "– no tuned table, a built-in default"
         else:
-            where = "on real-weather cases" if ", real cases," in src else "on demo-world cases"
-            if "not tuned for this prior" in src:
+            where = "on real-weather cases" if src.domain == "real" else "on demo-world cases"
+            if src.other_prior:
                 where += ", for another prior, not this one"
-            elif "no table tuned on" in src:
+            elif src.other_domain:
                 where += f" (none tuned on {domain} cases for this prior)"
         return float(z), where
 

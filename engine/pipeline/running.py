@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time as _time
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import xarray as xr
 
@@ -81,15 +81,16 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
 
 
 def guidance_default(method: str, steps: int, prior=None, domain: str | Case = "demo",
-                     with_source: bool = False) -> float | tuple[float, str]:
+                     with_source: bool = False) -> float | tuple[float, Any]:
     """The tuned ζ for a guided method (``zssd-bc`` guides like ``zssd``).
 
     ``prior``: the prior that will sample (its own table; ``None``: the shipped prior's); ``domain``:
-    ``"demo"``, ``"real"`` or a :class:`Case` (its :attr:`Case.domain`).  See
+    ``"demo"``, ``"real"`` or a :class:`Case` (its :attr:`Case.domain`).  ``with_source=True`` also returns
+    the :class:`zssd_engine.samplers.guidance_table.TunedSource` (``None`` for the built-in fallback).  See
     :func:`zssd_engine.samplers.default_guidance_scale`.
     """
-    from ..samplers import default_guidance_scale
+    from ..samplers.guidance_table import lookup
 
     dom = domain.domain if isinstance(domain, Case) else domain
-    sha = getattr(prior, "sha256", None) if prior is not None else None
-    return default_guidance_scale(sampler_name(method), steps, with_source, prior_sha256=sha, domain=dom)
+    z, source = lookup(sampler_name(method), steps, getattr(prior, "sha256", None), dom)
+    return (z, source) if with_source else z

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_GUIDANCE", "DOMAINS", "TUNED_GUIDANCE_FILE", "default_guidance_scale", "tuned_tables",
-           "install_tuned_table"]
+__all__ = ["DEFAULT_GUIDANCE", "DOMAINS", "TUNED_GUIDANCE_FILE", "TunedSource", "default_guidance_scale", "lookup",
+           "tuned_tables", "install_tuned_table"]
 
 #: Built-in fallbacks (used when no tuned table is installed); keyed by method then step count.
 DEFAULT_GUIDANCE: dict[str, dict[int, float]] = {
@@ -65,8 +66,37 @@ def tuned_tables(path: Path | None = None) -> tuple[list[dict[str, Any]], str | 
         return [], None
 
 
-def _pick(method: str, prior_sha256: str | None, domain: str) -> tuple[dict[int, float], str]:
-    """The table of ``method`` to use and a description of where it came from."""
+@dataclass(frozen=True)
+class TunedSource:
+    """Where a tuned ζ came from: the table's checkpoint, domain and tuning date, and whether that table is
+    another prior's (``other_prior``) or another domain's (``other_domain``) than the one asked for."""
+
+    checkpoint_sha256: str
+    domain: str
+    date: str
+    asked_prior: str
+    asked_domain: str
+
+    @property
+    def other_prior(self) -> bool:
+        return self.checkpoint_sha256 != self.asked_prior
+
+    @property
+    def other_domain(self) -> bool:
+        return self.domain != self.asked_domain
+
+    def __str__(self) -> str:
+        src = (f"tuned ({TUNED_GUIDANCE_FILE.name}, {self.domain} cases, {self.date}, "
+               f"checkpoint {str(self.checkpoint_sha256)[:12]}")
+        if self.other_prior:
+            src += f"; not tuned for this prior {str(self.asked_prior)[:12]}"
+        if self.other_domain:
+            src += f"; no table tuned on {self.asked_domain} cases"
+        return src + ")"
+
+
+def _pick(method: str, prior_sha256: str | None, domain: str) -> tuple[dict[int, float], TunedSource | None]:
+    """The table of ``method`` to use and where it came from (``None``: the built-in fallback)."""
     tables, shipped = tuned_tables()
     own = prior_sha256 or shipped
     others = [t.get("checkpoint_sha256") for t in tables if t.get("checkpoint_sha256") not in (own, shipped)]
@@ -76,13 +106,30 @@ def _pick(method: str, prior_sha256: str | None, domain: str) -> tuple[dict[int,
             if t.get("checkpoint_sha256") == sha and t["domain"] == dom and method in t["scales"]:
                 date = next((r.get("date") for r in t.get("runs", ()) if method in r.get("methods", ())),
                             t.get("date", "?"))
-                src = f"tuned ({TUNED_GUIDANCE_FILE.name}, {dom} cases, {date}, checkpoint {str(sha)[:12]}"
-                if sha != own:
-                    src += f"; not tuned for this prior {str(own)[:12]}"
-                if dom != domain:
-                    src += f"; no table tuned on {domain} cases"
-                return t["scales"][method], src + ")"
-    return DEFAULT_GUIDANCE.get(method, {}), "built-in default (untuned)"
+                return t["scales"][method], TunedSource(sha, dom, str(date), str(own), domain)
+    return DEFAULT_GUIDANCE.get(method, {}), None
+
+
+def lookup(method: str, steps: int, prior_sha256: str | None = None,
+           domain: str = "demo") -> tuple[float, TunedSource | None]:
+    """ζ for ``method`` at ``steps`` and its :class:`TunedSource` (``None`` for the built-in fallback); the
+    core of :func:`default_guidance_scale`, whose parameters these are."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown guidance domain {domain!r}; choose from {', '.join(DOMAINS)}")
+    tab, source = _pick(method, prior_sha256, domain)
+    if not tab:
+        return 0.0, None
+    ks = sorted(tab)
+    if steps <= ks[0]:
+        z = tab[ks[0]]
+    elif steps >= ks[-1]:
+        z = tab[ks[-1]]
+    else:
+        j = int(np.searchsorted(ks, steps))
+        lo, hi = ks[j - 1], ks[j]
+        f = (math.log(steps) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        z = float(math.exp((1 - f) * math.log(tab[lo]) + f * math.log(tab[hi])))
+    return float(z), source
 
 
 def default_guidance_scale(method: str, steps: int, with_source: bool = False, *, prior_sha256: str | None = None,
@@ -96,7 +143,7 @@ def default_guidance_scale(method: str, steps: int, with_source: bool = False, *
     steps
         Number of sampler steps (constant beyond the table's first and last entries).
     with_source
-        Also return where ζ came from.
+        Also return where ζ came from, in words (:class:`TunedSource`; :func:`lookup` gives the record).
     prior_sha256
         The prior's checkpoint sha256 (:attr:`Prior.sha256`); ``None``: the shipped prior.
     domain
@@ -107,22 +154,12 @@ def default_guidance_scale(method: str, steps: int, with_source: bool = False, *
     float or tuple of (float, str)
         ``ζ`` (or ``(ζ, source)`` with ``with_source=True``).
     """
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown guidance domain {domain!r}; choose from {', '.join(DOMAINS)}")
-    tab, source = _pick(method, prior_sha256, domain)
-    if not tab:
-        return (0.0, "n/a") if with_source else 0.0
-    ks = sorted(tab)
-    if steps <= ks[0]:
-        z = tab[ks[0]]
-    elif steps >= ks[-1]:
-        z = tab[ks[-1]]
-    else:
-        j = int(np.searchsorted(ks, steps))
-        lo, hi = ks[j - 1], ks[j]
-        f = (math.log(steps) - math.log(lo)) / (math.log(hi) - math.log(lo))
-        z = float(math.exp((1 - f) * math.log(tab[lo]) + f * math.log(tab[hi])))
-    return (float(z), source) if with_source else float(z)
+    z, source = lookup(method, steps, prior_sha256, domain)
+    if not with_source:
+        return z
+    if source is None:
+        return z, ("built-in default (untuned)" if method in DEFAULT_GUIDANCE else "n/a")
+    return z, str(source)
 
 
 def install_tuned_table(table: dict[str, Any], path: Path | None = None, default: bool = False) -> Path:
