@@ -190,6 +190,87 @@ def merge(parts: list[Path], out_dir: Path, command: str) -> int:
     return 0
 
 
+def shard_indices(spec: str, n: int) -> list[int]:
+    """Positions of shard ``"K/N"`` (K = 1..N) of an ``n``-case list: the K-th of N contiguous, near-equal runs."""
+    try:
+        k, parts = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard: expected K/N (e.g. 1/2), got {spec!r}") from None
+    if not 1 <= k <= parts or parts > n:
+        raise SystemExit(f"--shard {spec}: need 1 <= K <= N <= --cases ({n})")
+    return list(range((k - 1) * n // parts, k * n // parts))
+
+
+#: What every shard of one run must share (besides its task).
+SHARD_KEYS = ("source_id", "steps", "members", "seed", "region_px", "guidance_scale", "case_list_of")
+
+
+def merge_shards(parts: list[Path], out_dir: Path, command: str) -> int:
+    """Combine runs over disjoint shards (``--shard K/N``) of one case list into the whole run's table.
+
+    Every task's shards must share the settings in :data:`SHARD_KEYS` and the prior, and together
+    cover each position of the case list exactly once; the scores are recomputed from the per-case
+    lists (:func:`zssd_engine.case_scores.merge_reports`), so the table is the one a single
+    ``--cases n`` run gives, seed for seed.
+    """
+    from zssd_engine.case_scores import merge_reports
+
+    docs = []
+    for d in parts:
+        f = d / "paper_table.json" if d.is_dir() else d
+        if not f.exists():
+            raise SystemExit(f"--merge-shards: {f} not found")
+        docs.append(json.loads(f.read_text()))
+    all_res: dict = {}
+    for task in dict.fromkeys(t for doc in docs for t in doc["tasks"]):
+        shards = sorted((doc["tasks"][task] for doc in docs if task in doc["tasks"]),
+                        key=lambda r: (r.get("case_indices") or [0])[0])
+        first = shards[0]
+        for r in shards:
+            if "case_indices" not in r:
+                raise SystemExit(f"--merge-shards: task {task}: a part is not a shard (run with --shard K/N)")
+            for k in SHARD_KEYS:
+                if r.get(k) != first.get(k):
+                    raise SystemExit(f"--merge-shards: task {task}: shards differ in {k!r} "
+                                     f"({first.get(k)!r} vs {r.get(k)!r})")
+            if (r.get("checkpoint") or {}).get("sha256") != (first.get("checkpoint") or {}).get("sha256"):
+                raise SystemExit(f"--merge-shards: task {task}: shards used different priors")
+        idx = [i for r in shards for i in r["case_indices"]]
+        if sorted(idx) != list(range(first["case_list_of"])):
+            raise SystemExit(f"--merge-shards: task {task}: the shards cover positions {sorted(idx)}, not each of "
+                             f"0..{first['case_list_of'] - 1} exactly once")
+        try:
+            report = merge_reports(shards, first["members"], P.DIFFUSION_METHODS)
+        except ValueError as e:
+            raise SystemExit(f"--merge-shards: task {task}: {e}") from None
+        res = {k: v for k, v in first.items() if k not in ("case_indices", "case_list_of", "rank_hist", "cyclones",
+                                                           "results_by_members", "per_case", "per_case_by_members")}
+        res.update(report)
+        res["cases"] = len(idx)
+        res["case_list"] = [c for r in shards for c in r["case_list"]]
+        res["seconds_total"] = round(sum(float(r.get("seconds_total", 0)) for r in shards), 2)
+        bt = [(r["bcsd_train_seconds"], r["cases"]) for r in shards if "bcsd_train_seconds" in r]
+        if bt:
+            res["bcsd_train_seconds"] = round(sum(s * n for s, n in bt) / sum(n for _, n in bt), 2)
+        res["shards"] = [{"case_indices": r["case_indices"], "command": r.get("command"), "date": r.get("date"),
+                          "machine": r.get("machine"), "seconds_total": r.get("seconds_total")} for r in shards]
+        res["command"] = command
+        all_res[task] = res
+    methods = list(dict.fromkeys(m for d in docs for m in d["settings"].get("methods", [])
+                                 if any(m in r["results"].get(v, {}) for r in all_res.values() for v in VARIABLES)))
+    settings = dict(docs[0]["settings"])
+    settings.update(methods=methods, cases=max(r["cases"] for r in all_res.values()),
+                    merged_shards=[{"command": d["command"], "date": d["date"]} for d in docs])
+    settings.pop("shard", None)
+    doc = {"command": command, "machine": docs[-1]["machine"],
+           "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"), "settings": settings,
+           "tasks": all_res, "paper_zssd_mae": PAPER_ZSSD_MAE, "spectra_png": None,
+           "seconds_total": round(sum(float(d.get("seconds_total", 0)) for d in docs), 1)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(all_res, methods, doc, out_dir, None)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Benchmark table on held-out demo cases (x6/x10/x20 + pseudo-GCMs)")
     ap.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
@@ -208,8 +289,16 @@ def main(argv=None) -> int:
     ap.add_argument("--merge", default=None, metavar="DIR[,DIR...]",
                     help="combine earlier runs over the same cases (their paper_table.json) into --out-dir; "
                          "runs nothing")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="run only the K-th of N contiguous parts of the --cases list (seeds as in the whole run); "
+                         "combine the parts with --merge-shards")
+    ap.add_argument("--merge-shards", default=None, metavar="DIR[,DIR...]",
+                    help="combine runs of every shard of one case list (their paper_table.json) into --out-dir; "
+                         "runs nothing")
     args = ap.parse_args(argv)
     command = "python benchmarks/paper_table.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.merge_shards:
+        return merge_shards([Path(d) for d in args.merge_shards.split(",") if d], Path(args.out_dir), command)
     if args.merge:
         return merge([Path(d) for d in args.merge.split(",") if d], Path(args.out_dir), command)
     if args.threads:
@@ -225,10 +314,11 @@ def main(argv=None) -> int:
     t0 = time.time()
     all_res = {}
     spectra_file = None
+    shard = shard_indices(args.shard, args.cases) if args.shard else None
     for task in tasks:
-        keep = 0 if (task == args.spectra_task and not args.no_spectra) else None
+        keep = 0 if (task == args.spectra_task and not args.no_spectra and (shard is None or 0 in shard)) else None
         res = evaluate(task, methods, args.cases, args.steps, args.members, args.seed, args.checkpoint,
-                       size_px=args.region_px, prior=prior, keep_case=keep,
+                       size_px=args.region_px, prior=prior, keep_case=keep, case_indices=shard,
                        progress=lambda msg, t=task: print(f"[{t}] {msg}", file=sys.stderr, flush=True))
         outputs = res.pop("_outputs", None)
         res["command"] = command
@@ -241,7 +331,7 @@ def main(argv=None) -> int:
         "command": command,
         "machine": machine_info(),
         "date": pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "settings": {"cases": args.cases, "steps": args.steps, "members": args.members,
+        "settings": {"cases": args.cases, "shard": args.shard, "steps": args.steps, "members": args.members,
                      "region_px": args.region_px, "seed": args.seed, "methods": methods,
                      "checkpoint": args.checkpoint or str(P.DEFAULT_CHECKPOINT),
                      "checkpoint_sha256": P.prior_sha256(prior) if prior is not None else None},

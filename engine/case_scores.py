@@ -2,7 +2,8 @@
 
 :func:`zssd_engine.evaluate.evaluate` adds one (case, method) result at a time to a :class:`ScoreBook`
 (:meth:`ScoreBook.add`); :meth:`ScoreBook.report` turns the per-case lists into the table's numbers
-(:func:`summarise`, :func:`cyclone_summary`).
+(:func:`summarise`, :func:`cyclone_summary`) and keeps the lists themselves (``per_case``), so that
+runs over disjoint parts of one case list combine exactly (:func:`merge_reports`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ScoreBook", "add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary"]
+__all__ = ["ScoreBook", "add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary", "merge_reports"]
 
 CYCLONE_DEFINITION = ("centre = lowest msl within 600 km (reference: of the region centre; prediction: of the "
                       "reference centre), at the reference's points; detected = closed low (ring depth >= 2 hPa) "
@@ -65,8 +66,8 @@ class ScoreBook:
                         method, {"mae": [], "rmse": [], "p99": []}), s)
 
     def report(self) -> dict[str, Any]:
-        """The JSON-able summary: ``results`` and, where collected, ``rank_hist``, ``cyclones`` and
-        ``results_by_members``."""
+        """The JSON-able summary: ``results``, ``per_case`` (the lists behind them, case order) and, where
+        collected, ``rank_hist``, ``cyclones``, ``results_by_members`` and ``per_case_by_members``."""
         from .probabilistic import reliability_index
 
         out: dict[str, Any] = {"results": {
@@ -82,7 +83,47 @@ class ScoreBook:
             out["results_by_members"] = {str(k): {v: {m: {q: float(np.mean(x)) for q, x in d.items()}
                                                       for m, d in dm.items()} for v, dm in bv.items()}
                                          for k, bv in sorted(self.by_members.items())}
+        out["per_case"] = _lists(self.per)
+        if self.by_members:
+            out["per_case_by_members"] = {str(k): _lists(bv) for k, bv in sorted(self.by_members.items())}
         return out
+
+
+def _lists(per: dict) -> dict:
+    """A JSON-able copy of nested ``{variable: {method: {metric: [per-case values]}}}``."""
+    return {v: {m: {q: [float(x) for x in xs] for q, xs in d.items()} for m, d in dm.items()} for v, dm in per.items()}
+
+
+def merge_reports(reports: Sequence[dict[str, Any]], members: int, diffusion_methods: Sequence[str]) -> dict[str, Any]:
+    """One :meth:`ScoreBook.report` from reports of disjoint parts of one case list, in case order.
+
+    The per-case lists are concatenated part after part (pass the parts in case order), the rank counts
+    summed and the cyclone cases pooled; every summary is then recomputed exactly as one run over all
+    cases would compute it.  Each part must carry ``per_case`` (reports written before it existed do not).
+    """
+    book = ScoreBook(members, diffusion_methods)
+    for i, rep in enumerate(reports):
+        if "per_case" not in rep:
+            raise ValueError(f"part {i + 1} has no per-case scores (written before they were kept); run it again")
+        for v, dm in rep["per_case"].items():
+            for m, d in dm.items():
+                tgt = book.per.setdefault(v, {}).setdefault(m, {})
+                for q, xs in d.items():
+                    tgt.setdefault(q, []).extend(xs)
+        for k, bv in rep.get("per_case_by_members", {}).items():
+            for v, dm in bv.items():
+                for m, d in dm.items():
+                    tgt = book.by_members.setdefault(int(k), {}).setdefault(v, {}).setdefault(m, {})
+                    for q, xs in d.items():
+                        tgt.setdefault(q, []).extend(xs)
+        for v, dm in rep.get("rank_hist", {}).items():
+            for m, r in dm.items():
+                book.rank.setdefault(v, {})[m] = book.rank.get(v, {}).get(m, 0) + np.asarray(r["counts"])
+        for name, by_method in rep.get("cyclones", {}).get("cases", {}).items():
+            if name in book.cyclones:
+                raise ValueError(f"cyclone case {name!r} is in two parts; the parts must not overlap")
+            book.cyclones[name] = by_method
+    return book.report()
 
 
 def _append(d: dict[str, list[float]], s) -> None:

@@ -257,10 +257,14 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
              size_px: int = 128, prior=None, world_seed: int = 0,
              progress: Callable[[str], Any] | None = None, keep_case: int | None = None,
              gcm_files: Sequence[str] | None = None, reference_files: Sequence[str] | None = None,
-             user_cases: Sequence[tuple[str, str, Region]] | None = None, time_tolerance=None) -> dict[str, Any]:
+             user_cases: Sequence[tuple[str, str, Region]] | None = None, time_tolerance=None,
+             case_indices: Sequence[int] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the JSON-able dict (plus ``"_outputs"`` if ``keep_case`` is set).
 
-    ``progress(message)`` is called once per (case, method).  A user's own paired evaluation:
+    ``progress(message)`` is called once per (case, method).  ``case_indices``: run only these positions
+    of the ``cases``-long case list (a shard of a long run on several machines or cores); each case keeps
+    the seed of its position, so the shards' per-case scores are those of the whole run, and
+    :func:`zssd_engine.case_scores.merge_reports` combines them.  A user's own paired evaluation:
     ``gcm_files`` (the input), ``reference_files`` (the truth; scored at its own points, see
     :func:`zssd_engine.user_files.user_reference`) and ``user_cases`` ``(name, time, region)``; ``task``
     is then only a label.
@@ -279,6 +283,8 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     source, files, case_list, real, user, ref_all = _inputs(task, cases, seed, size_px, world, gcm_files,
                                                             reference_files, user_cases)
     methods, unavailable = _not_trainable(methods, real, user)
+    n_all = len(case_list)
+    positions = list(range(n_all)) if case_indices is None else _check_indices(case_indices, n_all)
     if prior is None and any(m in P.DIFFUSION_METHODS for m in methods):
         prior = P.load_prior(checkpoint)
     domain = P.input_domain(source, files)  # which tuned ζ table: demo-world or real inputs
@@ -289,7 +295,8 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     bcsd_train: list[float] = []
     outputs: dict[str, Any] = {}
     t_all = _time.perf_counter()
-    for ci, ec in enumerate(case_list):
+    for ci in positions:
+        ec = case_list[ci]
         case = P.prepare_case(source, ec.time, ec.region, world=world, files=files, time_tolerance=time_tolerance)
         if user:  # the user's truth, at its own points
             case.reference = user_reference(ref_all, ec.time, case.fine, tolerance=time_tolerance)
@@ -298,7 +305,7 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
             outputs.update(reference=case.reference, case=case)
         for m in methods:
             if progress is not None:
-                progress(f"case {ci + 1}/{len(case_list)} {ec.name} {ec.time:%Y-%m-%dT%H} {m}")
+                progress(f"case {ci + 1}/{n_all} {ec.name} {ec.time:%Y-%m-%dT%H} {m}")
             if m in trained:  # its training time is reported apart (bcsd_train_seconds)
                 t0 = _time.perf_counter()
                 P._train_bcsd(case)
@@ -311,8 +318,10 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
             if keep_case == ci:
                 outputs[m] = ds
     report = book.report()
-    out = _header(task, source, case_list, real, user, reference_files, steps, members, seed, scales, size_px,
-                  prior, checkpoint, report.pop("results"), _time.perf_counter() - t_all)
+    out = _header(task, source, [case_list[i] for i in positions], real, user, reference_files, steps, members,
+                  seed, scales, size_px, prior, checkpoint, report.pop("results"), _time.perf_counter() - t_all)
+    if case_indices is not None:
+        out["case_indices"], out["case_list_of"] = positions, n_all
     if real and not user:
         out["tuning_times_excluded"] = [str(pd.Timestamp(t)) for i, t in enumerate(era5_week()["time"].values)
                                         if i in REAL_TUNING_TIMES]
@@ -325,6 +334,18 @@ def evaluate(task: str, methods: Sequence[str], cases: int, steps: int = 100, me
     if keep_case is not None:
         out["_outputs"] = outputs
     return out
+
+
+def _check_indices(case_indices: Sequence[int], n: int) -> list[int]:
+    """``case_indices`` as a sorted list, checked against a case list of ``n``."""
+    idx = sorted(int(i) for i in case_indices)
+    if not idx:
+        raise ValueError("case_indices is empty: no case to run")
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"case_indices repeats a case: {list(case_indices)}")
+    if idx[0] < 0 or idx[-1] >= n:
+        raise ValueError(f"case_indices must lie in 0..{n - 1} (a list of {n} cases), got {list(case_indices)}")
+    return idx
 
 
 def markdown_table(res: dict[str, Any]) -> str:
