@@ -82,3 +82,45 @@ def test_real_guidance_table_fills_untuned_steps_by_the_real_to_demo_ratio():
     assert table["zssd"] == {"50": 4.5, "20": pytest.approx(9.0), "100": pytest.approx(4.5)}
     assert set(filled["zssd"]) == {"20", "100"}
     assert tune_guidance.fill_steps({"zssd": {"50": 4.5}}, {}) == ({"zssd": {"50": 4.5}}, {})  # no demo table
+
+
+def _without_timing(x):
+    if isinstance(x, dict):
+        return {k: _without_timing(v) for k, v in x.items() if k != "seconds_per_sample"}
+    return x
+
+
+def test_shards_merge_into_the_whole_runs_table_seed_for_seed(tmp_path, tiny):
+    """Two shards of a 3-case list (tiny prior, 2 steps, 2 members) give, merged, exactly the one-run scores;
+    shards that overlap or leave a case out are refused."""
+    from zssd_engine.evaluate import evaluate
+
+    kw = dict(task="x20", methods=["bilinear", "zssd"], cases=3, steps=2, members=2, size_px=24, prior=tiny,
+              guidance_scales={"zssd": 3.0})
+    whole = evaluate(**kw)
+    parts = {name: evaluate(**kw, case_indices=idx) for name, idx in (("b", [2]), ("a", [0, 1]))}
+    assert parts["a"]["case_indices"] == [0, 1] and parts["a"]["case_list_of"] == 3 and parts["a"]["cases"] == 2
+    assert parts["a"]["case_list"] == whole["case_list"][:2]
+    dirs = {}
+    for name, res in parts.items():
+        res["command"] = f"shard {name}"
+        doc = {"command": f"shard {name}", "machine": "m", "date": "d", "tasks": {"x20": res},
+               "settings": {"cases": 3, "methods": ["bilinear", "zssd"]}, "seconds_total": 1.0}
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        (dirs[name] / "paper_table.json").write_text(json.dumps(doc))
+    assert paper_table.merge_shards([dirs["b"], dirs["a"]], tmp_path / "m", "merge") == 0
+    merged = json.loads((tmp_path / "m" / "paper_table.json").read_text())["tasks"]["x20"]
+    whole = json.loads(json.dumps(whole))
+    for k in ("results", "rank_hist", "cyclones", "results_by_members", "per_case", "case_list", "cases"):
+        assert _without_timing(merged[k]) == _without_timing(whole[k]), k
+    assert [s["case_indices"] for s in merged["shards"]] == [[0, 1], [2]]
+    with pytest.raises(SystemExit, match="exactly once"):
+        paper_table.merge_shards([dirs["a"], dirs["a"]], tmp_path / "m2", "merge")
+    with pytest.raises(SystemExit, match="exactly once"):
+        paper_table.merge_shards([dirs["a"]], tmp_path / "m3", "merge")
+    with pytest.raises(ValueError, match="0..2"):
+        evaluate(**kw, case_indices=[3])
+    assert paper_table.shard_indices("2/2", 32) == list(range(16, 32))
+    with pytest.raises(SystemExit, match="K/N"):
+        paper_table.shard_indices("2", 32)
