@@ -243,8 +243,9 @@ def merge_shards(parts: list[Path], out_dir: Path, command: str) -> int:
             report = merge_reports(shards, first["members"], P.DIFFUSION_METHODS)
         except ValueError as e:
             raise SystemExit(f"--merge-shards: task {task}: {e}") from None
-        res = {k: v for k, v in first.items() if k not in ("case_indices", "case_list_of", "rank_hist", "cyclones",
-                                                           "results_by_members", "per_case", "per_case_by_members")}
+        derived = ("case_indices", "case_list_of", "rank_hist", "cyclones", "paired", "results_by_members",
+                   "per_case", "per_case_by_members")
+        res = {k: v for k, v in first.items() if k not in derived}
         res.update(report)
         res["cases"] = len(idx)
         res["case_list"] = [c for r in shards for c in r["case_list"]]

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ScoreBook", "add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary", "merge_reports"]
+__all__ = ["ScoreBook", "add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary", "merge_reports",
+           "paired_differences", "PAIRED_BASELINES"]
 
 CYCLONE_DEFINITION = ("centre = lowest msl within 600 km (reference: of the region centre; prediction: of the "
                       "reference centre), at the reference's points; detected = closed low (ring depth >= 2 hPa) "
@@ -84,9 +85,46 @@ class ScoreBook:
                                                       for m, d in dm.items()} for v, dm in bv.items()}
                                          for k, bv in sorted(self.by_members.items())}
         out["per_case"] = _lists(self.per)
+        paired = paired_differences(out["per_case"])
+        if paired:
+            out["paired"] = paired
         if self.by_members:
             out["per_case_by_members"] = {str(k): _lists(bv) for k, bv in sorted(self.by_members.items())}
         return out
+
+
+#: The baseline every other method is compared with case by case: the first of these that was run
+#: (BCSD where it can be trained, else bilinear + lapse rate, else bilinear).
+PAIRED_BASELINES: tuple[str, ...] = ("bcsd", "lapse", "bilinear")
+
+
+def paired_differences(per_case: dict, metrics: Sequence[str] = ("mae", "p99", "crps")) -> dict[str, Any]:
+    """Case-by-case differences of each method against the strongest baseline run (:data:`PAIRED_BASELINES`).
+
+    For every variable, method and metric: the mean over cases of (method − baseline), its standard error
+    (sample standard deviation / √n; NaN for one case), the relative change of the case means, and the
+    number of cases where the method is lower.  A difference of less than about two standard errors is not
+    resolved by the cases run.  Empty when no baseline or fewer than two methods were run.
+    """
+    out: dict[str, Any] = {}
+    for v, dm in per_case.items():
+        base = next((b for b in PAIRED_BASELINES if b in dm), None)
+        if base is None:
+            continue
+        for m, d in dm.items():
+            if m == base:
+                continue
+            for q in metrics:
+                a, b = np.asarray(d.get(q, []), float), np.asarray(dm[base].get(q, []), float)
+                if a.size == 0 or a.size != b.size:
+                    continue
+                diff = a - b
+                se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+                out.setdefault("baseline", {})[v] = base
+                out.setdefault(v, {}).setdefault(m, {})[q] = {
+                    "mean_diff": float(diff.mean()), "se": se, "relative": float(a.mean() / b.mean() - 1),
+                    "lower_in": int((diff < 0).sum()), "cases": int(diff.size)}
+    return out
 
 
 def _lists(per: dict) -> dict:

@@ -400,6 +400,15 @@ def markdown_table(res: dict[str, Any]) -> str:
             rows.append(f"| {m} | {r['samples']} | {r['position_error_km']:.0f} | {r['abs_pressure_error_hpa']:.1f} | "
                         f"{r['pressure_error_hpa']:+.1f} | {r['abs_max_wind_error']:.1f} | {r['detection_rate']:.2f} | "
                         f"{r['hit_rate']:.2f} |")
+    paired = res.get("paired")
+    if paired and paired.get("baseline"):
+        rows += ["", "Case by case against the strongest baseline run: mean difference ± standard error over cases, "
+                     "relative change, cases where lower (a difference under ~2 standard errors is not resolved):",
+                 "", "| variable | method | vs | MAE | P99 | CRPS |", "|---|---|---|---|---|---|"]
+        for v in vs:
+            for m, qs in paired.get(v, {}).items():
+                cells = [_paired_cell(qs.get(q)) for q in ("mae", "p99", "crps")]
+                rows.append(f"| {v} | {m} | {paired['baseline'][v]} | " + " | ".join(cells) + " |")
     by = res.get("results_by_members")
     if by:
         rows += ["", "Ensemble means of the first k members (MAE per variable):", "",
@@ -409,6 +418,14 @@ def markdown_table(res: dict[str, Any]) -> str:
                 if all(m in bv.get(v, {}) for v in vs):
                     rows.append(f"| {m} | {k} | " + " | ".join(_fmt(bv[v][m]["mae"]) for v in vs) + " |")
     return "\n".join(rows)
+
+
+def _paired_cell(r: dict | None) -> str:
+    """``mean ± se (relative %), lower/cases`` of one paired difference (:func:`case_scores.paired_differences`)."""
+    if not r:
+        return "–"
+    return (f"{_fmt(r['mean_diff'])} ± {_fmt(r['se'])} ({100 * r['relative']:+.1f} %), "
+            f"{r['lower_in']}/{r['cases']}")
 
 
 def _fmt(x: float) -> str:

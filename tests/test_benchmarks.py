@@ -112,9 +112,16 @@ def test_shards_merge_into_the_whole_runs_table_seed_for_seed(tmp_path, tiny):
     assert paper_table.merge_shards([dirs["b"], dirs["a"]], tmp_path / "m", "merge") == 0
     merged = json.loads((tmp_path / "m" / "paper_table.json").read_text())["tasks"]["x20"]
     whole = json.loads(json.dumps(whole))
-    for k in ("results", "rank_hist", "cyclones", "results_by_members", "per_case", "case_list", "cases"):
+    for k in ("results", "rank_hist", "cyclones", "results_by_members", "per_case", "paired", "case_list", "cases"):
         assert _without_timing(merged[k]) == _without_timing(whole[k]), k
     assert [s["case_indices"] for s in merged["shards"]] == [[0, 1], [2]]
+    # zssd against bilinear, case by case (the strongest baseline run here)
+    per = whole["per_case"]["t2m"]
+    diff = [z - b for z, b in zip(per["zssd"]["mae"], per["bilinear"]["mae"])]
+    pr = whole["paired"]["t2m"]["zssd"]["mae"]
+    assert whole["paired"]["baseline"]["t2m"] == "bilinear" and pr["cases"] == 3
+    assert pr["mean_diff"] == pytest.approx(sum(diff) / 3) and pr["lower_in"] == sum(d < 0 for d in diff)
+    assert "Case by case against the strongest baseline" in (tmp_path / "m" / "paper_table.md").read_text()
     with pytest.raises(SystemExit, match="exactly once"):
         paper_table.merge_shards([dirs["a"], dirs["a"]], tmp_path / "m2", "merge")
     with pytest.raises(SystemExit, match="exactly once"):
