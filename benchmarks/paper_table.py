@@ -15,6 +15,17 @@ The CPU budget here is small (2 cores), so everything is configurable::
     python benchmarks/paper_table.py --cases 2 --steps 20 --region-px 64          # quick
     python benchmarks/paper_table.py --cases 8 --steps 100                        # full (GPU)
 
+A long run can be split over cores or machines: ``--shard K/N`` runs the K-th of N contiguous parts
+of the ``--cases`` list (every case keeps the seed of its position), and ``--merge-shards A,B,...``
+recomputes the whole run's table exactly from the parts' per-case scores::
+
+    python benchmarks/paper_table.py --tasks gcm:MIROC6 --cases 32 --shard 1/2 --out-dir out/s1   # core 1
+    python benchmarks/paper_table.py --tasks gcm:MIROC6 --cases 32 --shard 2/2 --out-dir out/s2   # core 2
+    python benchmarks/paper_table.py --merge-shards out/s1,out/s2 --out-dir out/all
+
+Every table also compares each method with the strongest baseline run (BCSD, else bilinear + lapse
+rate, else bilinear) case by case: mean difference ± standard error over cases.
+
 Scores are the demo world's, not ERA5's: the paper's numbers (ZSSD MAE ×6 0.09,
 ×10 0.15, ×20 0.28; IPSL 0.87, MIROC6 1.08, AWI 1.28, MPI-LR 1.24, MPI-HR 1.05) are
 listed for orientation only — their variable, region size, steps and ζ are not public.
