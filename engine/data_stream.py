@@ -8,11 +8,15 @@
 * :func:`make_stream` — the stream a training config names.
 * :func:`training_batches` — the batches of steps ``start, start+1, …``: batch ``k`` of rank
   ``r`` depends only on ``(seed, r, k)`` (:func:`step_seed`, :func:`reseed`), so a resumed run
-  sees exactly the batches of an uninterrupted one; optional prefetch thread and reuse pool.
+  sees exactly the batches of an uninterrupted one; optional prefetch thread, worker processes
+  (``data_workers``: on a many-core accelerator machine the demo world, not the network, is the
+  bottleneck) and reuse pool.
 """
 
 from __future__ import annotations
 
+import collections
+import multiprocessing as mp
 import os
 import queue
 import threading
@@ -232,13 +236,55 @@ def reseed(stream, seed: int) -> None:
         stream.rng = np.random.default_rng(seed)
 
 
-def fresh_batches(stream, n: int, seed: int, rank: int, start: int, prefetch: int) -> Iterator[Any]:
-    """Fresh batches ``start, start+1, …``; batch ``k`` depends only on ``(seed, rank, k)``."""
+#: The stream of a data worker process (set by :func:`_worker_init`).
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(stream, n: int, seed: int, rank: int) -> None:
+    """Set up a data worker process: its copy of the stream and the batch recipe; one BLAS/OpenMP thread."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _WORKER.update(stream=stream, n=n, seed=seed, rank=rank)
+
+
+def _worker_batch(k: int) -> Any:
+    """Batch ``k`` in a worker process (the same function of ``(seed, rank, k)`` as in the parent)."""
+    w = _WORKER
+    reseed(w["stream"], step_seed(w["seed"], w["rank"], k, 1))
+    return w["stream"].batch(w["n"])
+
+
+def _worker_batches(stream, n: int, seed: int, rank: int, start: int, workers: int) -> Iterator[Any]:
+    """Batches ``start, start+1, …`` made by ``workers`` processes, ``2·workers`` ahead, yielded in order."""
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ctx.Pool(workers, initializer=_worker_init, initargs=(stream, n, seed, rank))
+    try:
+        pending: collections.deque = collections.deque()
+        k = start
+        while True:
+            while len(pending) < 2 * workers:
+                pending.append(pool.apply_async(_worker_batch, (k,)))
+                k += 1
+            yield pending.popleft().get()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def fresh_batches(stream, n: int, seed: int, rank: int, start: int, prefetch: int,
+                  workers: int = 0) -> Iterator[Any]:
+    """Fresh batches ``start, start+1, …``; batch ``k`` depends only on ``(seed, rank, k)``.
+
+    ``workers > 0``: made by that many worker processes (each with its own copy of the stream), the
+    same batches in the same order as in one process; else in a ``prefetch`` thread or synchronously.
+    """
 
     def make(k: int) -> Any:
         reseed(stream, step_seed(seed, rank, k, 1))
         return stream.batch(n)
 
+    if workers > 0:
+        yield from _worker_batches(stream, n, seed, rank, start, workers)
+        return
     if prefetch <= 0:
         k = start
         while True:
@@ -280,15 +326,15 @@ def training_batches(stream, cfg, rank: int, start: int) -> Iterator[Any]:
     """Training batches for steps ``start, start+1, …`` (deterministic in ``(seed, rank, step)``).
 
     ``cfg`` is a :class:`zssd_engine.prior.config.TrainConfig` (``batch``, ``seed``, ``prefetch``,
-    ``data_reuse``, ``data_pool``).  With ``data_reuse = R > 1`` step ``s`` samples ``batch`` crops
+    ``data_workers``, ``data_reuse``, ``data_pool``).  With ``data_reuse = R > 1`` step ``s`` samples ``batch`` crops
     from the fresh batches ``k(s)-data_pool+1 … k(s)``, ``k(s) = s // R`` (a sliding pool).
     """
     R, P = cfg.data_reuse, cfg.data_pool
     if R == 1:
-        yield from fresh_batches(stream, cfg.batch, cfg.seed, rank, start, cfg.prefetch)
+        yield from fresh_batches(stream, cfg.batch, cfg.seed, rank, start, cfg.prefetch, cfg.data_workers)
         return
     k_first = max(0, start // R - P + 1)
-    fresh = fresh_batches(stream, cfg.batch, cfg.seed, rank, k_first, cfg.prefetch)
+    fresh = fresh_batches(stream, cfg.batch, cfg.seed, rank, k_first, cfg.prefetch, cfg.data_workers)
     pool: dict[int, Any] = {}
     try:
         s = start

@@ -476,6 +476,30 @@ def test_train_prefetch_matches_synchronous(tmp_path):
     np.testing.assert_array_equal(a.losses, b.losses)
 
 
+def test_data_worker_processes_make_the_same_batches_in_the_same_order(tmp_path, world):
+    """Worker processes (a GPU machine's cores) change who makes the batches, not which: demo-world crops
+    batch for batch, and a training run's losses, equal the one-process ones."""
+    import itertools
+
+    from zssd_engine.data_stream import TrainingStream, fresh_batches
+
+    def first(workers, k=3):
+        st = TrainingStream(world=world, crop=16, seed=0, cyclone_fraction=0.5)
+        return list(itertools.islice(fresh_batches(st, 2, 7, 0, 5, 0, workers), k))
+
+    for a, b in zip(first(0), first(2), strict=True):
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.static, b.static)
+        np.testing.assert_array_equal(a.time_feats, b.time_feats)
+        assert a.times == b.times
+    one = train(_tiny_cfg(tmp_path / "a", steps=4, checkpoint_every=100, prefetch=0), FakeStream(16, 0))
+    two = train(_tiny_cfg(tmp_path / "b", steps=4, checkpoint_every=100, data_workers=2), FakeStream(16, 0),
+                progress=False)
+    np.testing.assert_array_equal(one.losses, two.losses)
+    with pytest.raises(ValueError, match="data_workers"):
+        _tiny_cfg(tmp_path / "c", data_workers=-1)
+
+
 def test_train_data_reuse_resumes_exactly(tmp_path):
     kw = dict(steps=9, checkpoint_every=100, data_reuse=3, data_pool=2, prefetch=1)
     s = FakeStream(16, 0)
@@ -603,10 +627,26 @@ def test_ddp_two_cpu_processes(tmp_path):
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.toml")),
                          ids=lambda p: p.name)
 def test_shipped_training_configs_load_and_match_the_shipped_network(path):
-    """Every config in configs/ is valid and builds the shipped prior's network (so a resume or a retrain fits it)."""
+    """Every config in configs/ is valid and builds either the shipped prior's network (so a resume or a
+    retrain fits it) or one within issue 12's sampling-cost bound: at most 1.5x its FLOPs per 128x128 step."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from zssd_engine.pipeline import DEFAULT_CHECKPOINT
+    from zssd_engine.prior.network import ConditionalUNet
 
     cfg = TrainConfig.from_file(path)
     card = json.loads(Path(DEFAULT_CHECKPOINT).with_suffix(".json").read_text())
-    assert cfg.unet == UNetConfig.from_dict(card["unet"])
+    shipped = UNetConfig.from_dict(card["unet"])
     assert cfg.data == "demo" and cfg.crop % cfg.unet.min_size == 0
+    if cfg.unet == shipped:
+        return
+
+    def flops(unet_cfg):
+        net = ConditionalUNet(unet_cfg).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            net(torch.zeros(1, 4, 128, 128), torch.tensor([0.5]), torch.zeros(1, unet_cfg.static_channels, 128, 128),
+                torch.zeros(1, unet_cfg.time_features))
+        return fc.get_total_flops()
+
+    assert flops(cfg.unet) <= 1.5 * flops(shipped)

@@ -21,6 +21,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="override the output directory")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEP",
                    help="stop (and save) at this step although the learning-rate schedule runs to --steps")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="override the wall-time budget (stop and save when exceeded; 0: none)")
+    p.add_argument("--data-workers", type=int, default=None,
+                   help="override the number of data worker processes (0: the prefetch thread)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(_run=run)
     return p
@@ -33,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         cfg.steps = int(args.steps)
     if getattr(args, "out", None):
         cfg.out = args.out
+    if getattr(args, "max_minutes", None) is not None:
+        cfg.max_minutes = float(args.max_minutes)
+    if getattr(args, "data_workers", None) is not None:
+        cfg.data_workers = int(args.data_workers)
     TrainConfig.from_dict(cfg.to_dict())  # re-validate overrides
     stop_after = getattr(args, "stop_after", None)
     if stop_after is not None and stop_after <= 0:

@@ -78,6 +78,11 @@ class TrainConfig:
         Wall-time budget; training stops (and saves) when exceeded (0: none).
     prefetch
         Batches prepared ahead in a background thread (0: synchronous).
+    data_workers
+        Worker processes that make the batches (0: none, the ``prefetch`` thread).  Each draws whole
+        batches from its own copy of the stream, ``2 × data_workers`` ahead; the batches and their order
+        are those of one process, so a run is the same (and resumes the same) with any number of workers.
+        On a GPU the demo world's crops, not the network, set the pace: give it the machine's cores.
     data_reuse, data_pool
         When generating crops is slower than training on them (the demo
         world on a small CPU), draw a fresh batch only every ``data_reuse``
@@ -125,6 +130,7 @@ class TrainConfig:
     device: str = "auto"
     max_minutes: float = 0.0
     prefetch: int = 2
+    data_workers: int = 0
     data_reuse: int = 1
     data_pool: int = 8
     world_seed: int = 0
@@ -148,6 +154,8 @@ class TrainConfig:
                   "data_pool"):
             if int(getattr(self, k)) <= 0:
                 raise ValueError(f"training config: {k} must be positive, got {getattr(self, k)!r}")
+        if int(self.data_workers) < 0:
+            raise ValueError(f"training config: data_workers must be >= 0, got {self.data_workers!r}")
         if self.crop % self.unet.min_size:
             raise ValueError(f"crop {self.crop} must be a multiple of the network's min_size {self.unet.min_size}")
         if not 0.0 <= self.ema_decay < 1.0:
