@@ -242,7 +242,11 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(stream, n: int, seed: int, rank: int) -> None:
     """Set up a data worker process: its copy of the stream and the batch recipe; one BLAS/OpenMP thread."""
-    os.environ["OMP_NUM_THREADS"] = "1"
+    import sys
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # for libraries that start their pools later
+    if "torch" in sys.modules:  # forked from the trainer: its intra-op pool would oversubscribe the cores
+        sys.modules["torch"].set_num_threads(1)
     _WORKER.update(stream=stream, n=n, seed=seed, rank=rank)
 
 
