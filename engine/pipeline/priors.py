@@ -19,7 +19,9 @@ from ..paths import ASSETS
 __all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "checkpoint_identity", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
 
 #: The shipped prior: v4, trained on the re-calibrated demo world (``configs/demo_prior_v4.toml``).  The earlier
-#: ``zssd_demo_prior.safetensors`` (round 3) and ``_v2`` stay in ``assets/checkpoints`` for comparison.
+#: ``zssd_demo_prior.safetensors`` (round 3) stays in ``assets/checkpoints`` for comparison; ``_v2`` (v4's starting
+#: point) left ``assets/`` on 2026-12-03 and is in git history:
+#: ``git show 7bf266b:assets/checkpoints/zssd_demo_prior_v2.safetensors``.
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior_v4.safetensors"
 CACHE_SIZE = 4
 
