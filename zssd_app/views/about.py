@@ -75,13 +75,12 @@ run against the reference in training years only), then guides toward the correc
 any other source and never finer than the field's own cells). It is
 offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
 training period and the guidance grid are in every output's attributes. Measured on the five pseudo-GCMs
-of the re-calibrated world (16 held-out cases each, 8 members, prior v4 at ζ = 3.0;
-`benchmarks/results/paper_table_bc_prior_v4/`): lower CRPS than BCSD on every column, lower msl and 10 m
-wind errors of the ensemble mean on every column, and a t2m ensemble mean below BCSD's on three of five
-(MIROC6 −1 %, AWI −7 %, MPI-ESM1-2-HR −7 %) but not on MPI-ESM1-2-LR (+2 %) and IPSL (+11 %, the
-smoothest model); its 1 % worst t2m errors (P99) are below BCSD's on AWI and MPI-ESM1-2-HR only. At v4's
-own tuned ζ (1.73, what runs now) the t2m mean is below BCSD's also on MPI-ESM1-2-LR (−0.4 %) and IPSL is
-+4.5 %.
+of the re-calibrated world as it runs now (32 held-out cases each, 8 members, prior v4 at its tuned ζ 1.73;
+`benchmarks/results/paper_table_bc_prior_v4_32/`): lower CRPS than BCSD on every column (−22 to −32 %), lower
+msl and 10 m wind errors of the ensemble mean on every column, and a t2m ensemble mean below BCSD's on four of
+five (MIROC6 −5 %, AWI −8 %, MPI-ESM1-2-LR −3 %, MPI-ESM1-2-HR −8 %), level with it on IPSL (+0.7 %, within
+the cases' noise; the smoothest model); its 1 % worst t2m errors (P99) are below BCSD's on AWI, MIROC6 and
+MPI-ESM1-2-HR, above on MPI-ESM1-2-LR (+0.6 %) and IPSL (+4 %).
 
 ### Real weather beside the demo world
 t2m / msl MAE of the 8-member ensemble mean (K / Pa). Real: the ERA5 week at 5° (`era5-x20`, 24 real
