@@ -138,6 +138,17 @@ def write_outputs(all_res: dict, methods: list[str], doc: dict, out_dir: Path, s
     print(f"wrote {out_dir / 'paper_table.json'} and {out_dir / 'paper_table.md'}", file=sys.stderr)
 
 
+def read_parts(parts: list[Path], flag: str) -> list[dict]:
+    """The ``paper_table.json`` of each part (a run's folder or the file itself)."""
+    docs = []
+    for d in parts:
+        f = d / "paper_table.json" if d.is_dir() else d
+        if not f.exists():
+            raise SystemExit(f"{flag}: {f} not found")
+        docs.append(json.loads(f.read_text()))
+    return docs
+
+
 def merge(parts: list[Path], out_dir: Path, command: str) -> int:
     """Combine the methods of several ``paper_table.json`` runs over the *same* cases into one table.
 
@@ -146,12 +157,7 @@ def merge(parts: list[Path], out_dir: Path, command: str) -> int:
     between parts; a method present in two parts must have identical scores (bilinear
     is deterministic, so including it in both parts checks that the cases match).
     """
-    docs = []
-    for d in parts:
-        f = d / "paper_table.json" if d.is_dir() else d
-        if not f.exists():
-            raise SystemExit(f"--merge: {f} not found")
-        docs.append(json.loads(f.read_text()))
+    docs = read_parts(parts, "--merge")
     part_keys = ("command", "steps", "members", "checkpoint", "guidance_scale", "date", "machine")
     all_res: dict = {}
     for doc in docs:
@@ -226,12 +232,7 @@ def merge_shards(parts: list[Path], out_dir: Path, command: str) -> int:
     """
     from zssd_engine.case_scores import merge_reports
 
-    docs = []
-    for d in parts:
-        f = d / "paper_table.json" if d.is_dir() else d
-        if not f.exists():
-            raise SystemExit(f"--merge-shards: {f} not found")
-        docs.append(json.loads(f.read_text()))
+    docs = read_parts(parts, "--merge-shards")
     all_res: dict = {}
     for task in dict.fromkeys(t for doc in docs for t in doc["tasks"]):
         shards = sorted((doc["tasks"][task] for doc in docs if task in doc["tasks"]),
