@@ -132,6 +132,15 @@ def _lists(per: dict) -> dict:
     return {v: {m: {q: [float(x) for x in xs] for q, xs in d.items()} for m, d in dm.items()} for v, dm in per.items()}
 
 
+def _extend(dst: dict, src: dict) -> None:
+    """Append the per-case lists of ``src`` to those of ``dst`` (both ``{variable: {method: {metric: list}}}``)."""
+    for v, dm in src.items():
+        for m, d in dm.items():
+            tgt = dst.setdefault(v, {}).setdefault(m, {})
+            for q, xs in d.items():
+                tgt.setdefault(q, []).extend(xs)
+
+
 def merge_reports(reports: Sequence[dict[str, Any]], members: int, diffusion_methods: Sequence[str]) -> dict[str, Any]:
     """One :meth:`ScoreBook.report` from reports of disjoint parts of one case list, in case order.
 
@@ -143,17 +152,9 @@ def merge_reports(reports: Sequence[dict[str, Any]], members: int, diffusion_met
     for i, rep in enumerate(reports):
         if "per_case" not in rep:
             raise ValueError(f"part {i + 1} has no per-case scores (written before they were kept); run it again")
-        for v, dm in rep["per_case"].items():
-            for m, d in dm.items():
-                tgt = book.per.setdefault(v, {}).setdefault(m, {})
-                for q, xs in d.items():
-                    tgt.setdefault(q, []).extend(xs)
+        _extend(book.per, rep["per_case"])
         for k, bv in rep.get("per_case_by_members", {}).items():
-            for v, dm in bv.items():
-                for m, d in dm.items():
-                    tgt = book.by_members.setdefault(int(k), {}).setdefault(v, {}).setdefault(m, {})
-                    for q, xs in d.items():
-                        tgt.setdefault(q, []).extend(xs)
+            _extend(book.by_members.setdefault(int(k), {}), bv)
         for v, dm in rep.get("rank_hist", {}).items():
             for m, r in dm.items():
                 book.rank.setdefault(v, {})[m] = book.rank.get(v, {}).get(m, 0) + np.asarray(r["counts"])

@@ -104,8 +104,8 @@ its msl is slightly worse than bilinear's, and the real cyclone comes out about 
 ζ is tuned per prior and per kind of input: on training-year demo cases for the demo world's tasks and
 pseudo-GCMs, and on four times of the real ERA5 week (never scored) for real inputs — the ERA5 sources,
 the real GCM file and files the operator configured. For prior v4 that is ζ = 1.73 (demo) and 3.0 (real)
-at 50 steps. The note under the ζ field says which table a run uses. The tables above were measured at
-ζ = 3.0, before v4's demo table existed.
+at 50 steps. The note under the ζ field says which table a run uses. The table above was measured at
+ζ = 3.0: v4's real value, and its demo value before v4's demo table (1.73) existed.
 
 ### Scores
 MAE, RMSE and P99 — the cos φ area-weighted 0.99 quantile of |prediction − reference| (the error
