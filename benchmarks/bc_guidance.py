@@ -66,9 +66,6 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-factors", default="",
                     help="also run the fine grid with ζ times each of these factors, e.g. 0.5,2 (comma-separated)")
     ap.add_argument("--no-coarse", action="store_true", help="skip the 5° row")
-    ap.add_argument("--smoothing", default="",
-                    help="also run the fine grid with the GCM's effective resolution in the operator: Gaussian σ "
-                         "values in degrees, comma-separated ('fit': the one estimated from the training period)")
     ap.add_argument("--name", default="bc_guidance")
     args = ap.parse_args(argv)
     if args.threads:
@@ -79,7 +76,6 @@ def main(argv=None) -> int:
              if not is_correction_training_time(c.time)][:args.cases]
     fine_tag = f"zssd-bc@{args.unified_res:g}°"
     factors = [float(f) for f in args.scale_factors.split(",") if f.strip()]
-    smoothings = [f.strip() for f in args.smoothing.split(",") if f.strip()]
     run = dict(prior=prior, steps=args.steps, members=args.members)
     t0, per = time.time(), {}
     for col in args.columns.split(","):
@@ -91,13 +87,6 @@ def main(argv=None) -> int:
                                             case)
             rows[fine_tag] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
                                                  **run), case)
-            for sg in smoothings:  # the GCM's effective resolution in the guidance operator
-                if sg == "fit":
-                    from zssd_engine.bias_correction import effective_smoothing
-                sd = effective_smoothing(case) if sg == "fit" else float(sg)
-                rows[f"{fine_tag} σ={sg}"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i,
-                                                                unified_res=args.unified_res, smoothing_deg=sd, **run),
-                                                   case)
             for f in factors:  # the guidance scale: ζ of zssd times f
                 zeta = f * P.guidance_default("zssd-bc", args.steps)
                 rows[f"{fine_tag} ζ×{f:g}"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i,

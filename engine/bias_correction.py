@@ -48,7 +48,7 @@ from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "bias_attrs",
            "guidance_res", "check_grid", "check_trainable", "resolve_grids", "unified_field", "train_bias_correction",
-           "bias_corrected_case", "effective_smoothing", "SMOOTHING_MAX_CELLS"]
+           "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
@@ -75,12 +75,6 @@ BC_GUIDANCE_RES: dict[str, float] = {"IPSL-CM6A-LR": 2.5, "MIROC6": 2.5, "AWI-CM
 UNIFIED_RES = 5.0
 
 _CACHE: "dict[str, OrderedDict[tuple, Any]]" = {g: OrderedDict() for g in BIAS_GRIDS}
-_SMOOTHING_CACHE: "OrderedDict[tuple, float]" = OrderedDict()
-
-#: Largest effective-resolution σ :func:`effective_smoothing` considers, in the GCM's cell lengths.
-SMOOTHING_MAX_CELLS = 2.5
-#: Candidate σ step (cell lengths); fits below one step are "no smoothing".
-_SMOOTHING_STEP_CELLS = 0.05
 
 
 def check_grid(grid: str) -> None:
@@ -128,7 +122,7 @@ def unified_field(ds: xr.Dataset, fine) -> xr.Dataset:
     return out
 
 
-def train_bias_correction(case, grid: str = "unified", smoothing_deg: float = 0.0):
+def train_bias_correction(case, grid: str = "unified"):
     """The quantile mapping of the case's GCM on ``grid`` (trained on training years, cached).
 
     ``"unified"``: the GCM averaged onto the unified 5° cells covering the region, against the
@@ -136,10 +130,6 @@ def train_bias_correction(case, grid: str = "unified", smoothing_deg: float = 0.
     against the reference averaged onto them — BCSD's BC step on BCSD's grid.  Either way the
     reference covers the *whole* cells (not just the region), so edge cells are compared like with
     like, full cell against full cell, and an unbiased input maps onto itself.
-
-    ``smoothing_deg`` > 0: the reference is first smoothed by the GCM's effective resolution (a
-    Gaussian of that σ, :func:`effective_smoothing`), so the mapping targets the field the model
-    could have produced — the one a guidance operator with the same smoothing compares x̂0 with.
     """
     from .gcm import fine_region_for, gcm_field
     from .grids import era5_grid
@@ -150,91 +140,16 @@ def train_bias_correction(case, grid: str = "unified", smoothing_deg: float = 0.
     check_trainable(case)
     world = get_world(case.world_seed)
     cells = _unified_cells(case.fine) if grid == "unified" else grid_from_xarray(case.gcm)
-    cover = era5_grid().select(fine_region_for(cells, pad_deg=0.25 + 2.0 * smoothing_deg))[0]
-    smooth = None
-    if smoothing_deg > 0.0:
-        import torch
-
-        from .operators import gaussian_smoothing
-
-        smooth = gaussian_smoothing(cover, smoothing_deg, torch.float64)
+    cover = era5_grid().select(fine_region_for(cells, pad_deg=0.25))[0]
 
     def one(t):
         hist = gcm_field(case.source_id, t, case.region, world)
         if grid == "unified":
             hist = unified_field(hist, case.fine)
-        ref = world.dataset(t, cover)
-        if smooth is not None:
-            import torch
-
-            ref = ref.copy(data={v: smooth(torch.as_tensor(np.asarray(ref[v].values, dtype=np.float64))).numpy()
-                                 .astype(ref[v].dtype) for v in ref.data_vars})
-        return hist.expand_dims("time"), ref
+        return hist.expand_dims("time"), world.dataset(t, cover)
 
     # no detrending: one instantaneous field is corrected, not a multi-year run whose trend must survive
-    cache = _CACHE[grid] if smoothing_deg <= 0.0 else _CACHE.setdefault(f"{grid}|σ={smoothing_deg:g}", OrderedDict())
-    return train_paired_bcsd(case, cache, one, detrend_years=10 ** 6)
-
-
-def _anomalies(a: np.ndarray) -> np.ndarray:
-    """``(T, C, h, w)`` minus its time mean per cell (what a per-cell bias correction cannot change)."""
-    return a - a.mean(0, keepdims=True)
-
-
-def effective_smoothing(case) -> float:
-    """The GCM's effective resolution as a Gaussian σ (degrees), fitted on its historical run.
-
-    A model's cell values are not means of the true field over its cells: its dynamics and numerics
-    damp features a few grid lengths wide, so they look like cell means of a *smoothed* field.  On
-    the same training times as the quantile mapping (:func:`train_bias_correction`), σ is the one that
-    makes the reference, smoothed by an isotropic Gaussian ``G_σ`` and averaged onto the GCM's cells,
-    best match the GCM: the largest mean correlation (over the variables) between their anomalies
-    from each cell's training-period mean — the time mean and a linear scale are the bias, which
-    the mapping corrects, and are left out of the fit.  Candidates: 0 to :data:`SMOOTHING_MAX_CELLS`
-    cell lengths in steps of 0.05; the grid search returns 0.0 when the unsmoothed field fits best
-    (e.g. the paired ×6/×10/×20 tasks, built without smoothing).  Cached per (GCM, region, month,
-    hour, world).
-
-    The pseudo-GCMs are built by exactly such a smoothing (:mod:`zssd_engine.gcm`), so the fit
-    recovers their σ; for a real model the Gaussian is a model of its effective resolution.
-    """
-    import torch
-
-    from .gcm import fine_region_for, gcm_field
-    from .grids import era5_grid
-    from .operators import conservative, gaussian_smoothing, grid_from_xarray
-    from .pipeline import bcsd_training_times, get_world
-
-    check_trainable(case)
-    key = (case.source_id, case.region.as_text(), case.time.month, case.time.hour, case.world_seed)
-    if key in _SMOOTHING_CACHE:
-        _SMOOTHING_CACHE.move_to_end(key)
-        return _SMOOTHING_CACHE[key]
-    world = get_world(case.world_seed)
-    cells = grid_from_xarray(case.gcm)
-    cell_deg = float(max(cells.dlat, cells.dlon))
-    cover = era5_grid().select(fine_region_for(cells, pad_deg=2.0 * SMOOTHING_MAX_CELLS * cell_deg))[0]
-    times = bcsd_training_times(case.time.month, case.time.hour)
-    vs = [v for v in case.gcm.data_vars if v in world.dataset(times[0], era5_grid().select(case.region)[0]).data_vars]
-    hist = np.stack([np.stack([np.asarray(gcm_field(case.source_id, t, case.region, world)[v], dtype=np.float64)
-                               for v in vs]) for t in times])
-    ref = torch.as_tensor(np.stack([np.stack([np.asarray(f[v], dtype=np.float64) for v in vs])
-                                    for f in (world.fields(t, cover) for t in times)]))
-    ya = _anomalies(hist)
-    ya = ya.reshape(len(times), len(vs), -1).transpose(1, 0, 2).reshape(len(vs), -1)
-    to_cells = conservative(cover, cells, dtype=torch.float64)
-    best, best_score = 0.0, -np.inf
-    for c in np.arange(0.0, SMOOTHING_MAX_CELLS + 1e-9, _SMOOTHING_STEP_CELLS):
-        op = gaussian_smoothing(cover, c * cell_deg, torch.float64).then(to_cells) if c > 0 else to_cells
-        ra = _anomalies(op(ref).numpy()).reshape(len(times), len(vs), -1).transpose(1, 0, 2).reshape(len(vs), -1)
-        corr = [float(np.corrcoef(ya[k], ra[k])[0, 1]) for k in range(len(vs)) if ya[k].std() > 0 and ra[k].std() > 0]
-        score = float(np.mean(corr)) if corr else -np.inf
-        if score > best_score + 1e-12:
-            best, best_score = float(c * cell_deg), score
-    _SMOOTHING_CACHE[key] = best
-    while len(_SMOOTHING_CACHE) > 16:
-        _SMOOTHING_CACHE.popitem(last=False)
-    return best
+    return train_paired_bcsd(case, _CACHE[grid], one, detrend_years=10 ** 6)
 
 
 def resolve_grids(grids: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -284,9 +199,9 @@ def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float 
             "unified_res": res}
 
 
-def _mapped(case, grid: str, variables: list[str], smoothing_deg: float = 0.0) -> xr.Dataset:
+def _mapped(case, grid: str, variables: list[str]) -> xr.Dataset:
     """QM of the case's GCM field on ``grid`` for ``variables`` (those the model was trained on)."""
-    model = train_bias_correction(case, grid, smoothing_deg)
+    model = train_bias_correction(case, grid)
     src = case.gcm if grid == "native" else unified_field(case.gcm, case.fine)
     vs = [v for v in variables if v in model.fits]
     corrected = model.bias_correct(src[list(model.fits)].expand_dims("time")).isel(time=0)
@@ -294,7 +209,7 @@ def _mapped(case, grid: str, variables: list[str], smoothing_deg: float = 0.0) -
                       coords={k: src[k] for k in ("lat", "lon", "lat_bnds", "lon_bnds") if k in src.coords})
 
 
-def bias_corrected_case(case, grids: Mapping[str, str] | None = None, smoothing_deg: float = 0.0):
+def bias_corrected_case(case, grids: Mapping[str, str] | None = None):
     """A copy of ``case`` whose GCM field is the bias-corrected field Ŷ that guidance pulls toward.
 
     Each variable is quantile-mapped on its grid (:func:`resolve_grids`): ``"native"`` —
@@ -308,7 +223,7 @@ def bias_corrected_case(case, grids: Mapping[str, str] | None = None, smoothing_
     """
     g = resolve_grids(grids)
     vs = [v for v in g if v in case.gcm.data_vars]
-    parts = {grid: _mapped(case, grid, [v for v in vs if g[v] == grid], smoothing_deg) for grid in BIAS_GRIDS
+    parts = {grid: _mapped(case, grid, [v for v in vs if g[v] == grid]) for grid in BIAS_GRIDS
              if any(g[v] == grid for v in vs)}
     if set(parts) == {"native"}:
         out = parts["native"]

@@ -31,8 +31,6 @@ __all__ = [
     "bilinear",
     "bilinear_matrices",
     "ucg_operator",
-    "gaussian_matrix",
-    "gaussian_smoothing",
     "regrid",
     "grid_from_xarray",
 ]
@@ -195,34 +193,6 @@ def ucg_operator(fine: LatLonGrid, coarse: LatLonGrid, dtype: torch.dtype = torc
     partly inside the region hold the mean of the fine cells they cover.
     """
     return conservative(fine, coarse, dtype=dtype).then(bilinear(coarse, fine, dtype=dtype))
-
-
-def gaussian_matrix(x: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """Row-normalised Gaussian weights between the points ``x`` (1-D, degrees), shape ``(n, n)``.
-
-    Weight ``exp(−(x_i − x_j)² / 2σ²)`` for ``|x_i − x_j| ≤ truncate·σ``; each row sums to one, so near
-    the ends of ``x`` the kernel is the part of the Gaussian that lies inside (no padding is invented).
-    ``sigma <= 0`` gives the identity.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if sigma <= 0.0:
-        return np.eye(x.size)
-    d = x[:, None] - x[None, :]
-    w = np.where(np.abs(d) <= truncate * sigma, np.exp(-0.5 * (d / sigma) ** 2), 0.0)
-    return w / w.sum(1, keepdims=True)
-
-
-def gaussian_smoothing(grid: LatLonGrid, sigma_deg: float, dtype: torch.dtype = torch.float32) -> SeparableOperator:
-    """Isotropic Gaussian smoothing of a field on ``grid`` with standard deviation ``sigma_deg`` degrees
-    (in latitude and in longitude), as a separable operator ``grid -> grid``.
-
-    The forward model of a GCM's *effective* resolution: a model resolves features several grid
-    lengths wide, so its cell values are closer to cell means of a smoothed field than of the
-    field itself (:func:`zssd_engine.bias_correction.effective_smoothing` estimates ``sigma_deg``
-    from a GCM's historical run).
-    """
-    return SeparableOperator(gaussian_matrix(grid.lat, sigma_deg), gaussian_matrix(grid.lon, sigma_deg),
-                             grid, grid, f"gaussian(σ={sigma_deg:g}°)", dtype)
 
 
 # ------------------------------------------------------------ xarray at edge

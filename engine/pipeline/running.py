@@ -32,7 +32,7 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
     if method in BC_METHODS:  # correct Y's bias on its cells, then guide as usual (on finer unified cells)
         if BC_METHODS[method] == "zssd":
             kw.setdefault("unified_res", guidance_res(case))
-        case, method = bias_corrected_case(case, smoothing_deg=kw.get("smoothing_deg", 0.0)), BC_METHODS[method]
+        case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if is_guided(method):  # None: the tuned ζ of this prior for this kind of input
         kw["guidance_scale"] = (guidance_default(method, steps, prior, case) if guidance_scale is None

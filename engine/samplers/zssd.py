@@ -29,7 +29,7 @@ from typing import Iterator
 import torch
 
 from ..grids import LatLonGrid
-from ..operators import bilinear, conservative, gaussian_smoothing, ucg_operator
+from ..operators import bilinear, conservative, ucg_operator
 from .contract import X0_CLIP, Denoiser, StepState
 from .guidance import check_guidance_schedule, run_guided
 from .inputs import validate_common
@@ -40,16 +40,8 @@ from .observation import (
 __all__ = ["zssd_observation", "sample_zssd"]
 
 
-def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None,
-                     smoothing_deg: float = 0.0) -> Observation:
-    """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field.
-
-    ``smoothing_deg`` > 0 puts the GCM's effective resolution into the operator:
-    ``A_high = bilinear ∘ conservative ∘ G_σ`` with ``G_σ`` a Gaussian of σ = ``smoothing_deg``
-    (:func:`zssd_engine.operators.gaussian_smoothing`), so x̂0 is compared with ``Y`` as the model
-    would have seen it — its sub-σ detail is left to the prior instead of being pulled toward
-    the model's smoothed version of it.
-    """
+def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None) -> Observation:
+    """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field."""
     coarse = ucg_coarse_grid(fine, unified_res)
     native = gcm_grid_of(gcm)
     check_covers(native, fine)
@@ -58,14 +50,10 @@ def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float 
     y_coarse = to_coarse.masked(Y)
     y_high = bilinear(coarse, fine, dtype=torch.float64).masked(y_coarse)
     y_n = normalize_obs(prior, y_high)
-    op = ucg_operator(fine, coarse)
-    if smoothing_deg > 0.0:
-        op = gaussian_smoothing(fine, smoothing_deg).then(op)
-    op = op.to(prior.device)
+    op = ucg_operator(fine, coarse).to(prior.device)
     w = obs_weights(fine, torch.float32).to(prior.device)
     desc = (f"UCG: {native.name} {native.shape[0]}x{native.shape[1]} -> {coarse.shape[0]}x{coarse.shape[1]} "
-            f"unified cells (clipped) -> {fine.shape[0]}x{fine.shape[1]} fine"
-            + (f"; effective resolution σ = {smoothing_deg:g}°" if smoothing_deg > 0.0 else ""))
+            f"unified cells (clipped) -> {fine.shape[0]}x{fine.shape[1]} fine")
     return Observation(op, y_n, w, desc, unguided, coarse, {"y_coarse": y_coarse})
 
 
@@ -73,8 +61,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
                 members: int = 1, seed: int = 0, guidance_scale: float | None = None,
                 guidance_schedule: str = "constant", eta: float = 1.0,
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
-                min_alpha_bar: float | None = None, guide_mean: bool = False,
-                smoothing_deg: float = 0.0) -> Iterator[StepState]:
+                min_alpha_bar: float | None = None, guide_mean: bool = False) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -107,9 +94,6 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Guide the ensemble mean, not each member (a monthly-mean ``gcm`` with members drawn at times
         spread over the month, each with its own ``static``/``time_feats`` row); see
         :func:`zssd_engine.samplers.guidance.guided_loop`.
-    smoothing_deg
-        The GCM's effective resolution as a Gaussian σ (degrees) in the guidance operator
-        (:func:`zssd_observation`); 0: none (the paper's operator).
 
     Returns
     -------
@@ -118,7 +102,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     """
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
-    obs = zssd_observation(prior, gcm, fine, unified_res, smoothing_deg)
+    obs = zssd_observation(prior, gcm, fine, unified_res)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
                       min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)
