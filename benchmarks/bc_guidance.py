@@ -66,8 +66,6 @@ def main(argv=None) -> int:
     ap.add_argument("--scale-factors", default="",
                     help="also run the fine grid with ζ times each of these factors, e.g. 0.5,2 (comma-separated)")
     ap.add_argument("--no-coarse", action="store_true", help="skip the 5° row")
-    ap.add_argument("--precondition", action="store_true",
-                    help="also run the fine grid with the ensemble preconditioner of the guidance step")
     ap.add_argument("--name", default="bc_guidance")
     args = ap.parse_args(argv)
     if args.threads:
@@ -89,10 +87,6 @@ def main(argv=None) -> int:
                                             case)
             rows[fine_tag] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
                                                  **run), case)
-            if args.precondition:  # each pixel's step weighted by the members' x̂0 spread
-                rows[f"{fine_tag} ensemble-preconditioned"] = scores(
-                    P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
-                                 precondition="ensemble", **run), case)
             for f in factors:  # the guidance scale: ζ of zssd times f
                 zeta = f * P.guidance_default("zssd-bc", args.steps)
                 rows[f"{fine_tag} ζ×{f:g}"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i,

@@ -177,39 +177,6 @@ def test_guiding_the_ensemble_mean(gauss, tiny, gcm, fine, cond):
         list(sample_zssd(tiny, gcm, fine, static, np.concatenate([tf, tf, tf]), steps=2, members=2))
 
 
-def test_ensemble_preconditioner_moves_uncertain_pixels_more(gauss, gcm, fine, cond):
-    """The members' x̂0 spread weights the step per pixel: mean 1 per variable, floored, larger where the members
-    disagree; guidance still closes the misfit; bad use is refused before sampling."""
-    from zssd_engine.samplers.guidance import dps_correction, ensemble_preconditioner
-
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.randn(6, 2, 12, 12, generator=g)
-    x0[:, 0, :, :6] *= 0.05  # left half of variable 0: the members agree
-    w = ensemble_preconditioner(x0, floor=0.1, window=1)
-    assert w.shape == (1, 2, 12, 12)
-    torch.testing.assert_close(w.mean((-2, -1)), torch.ones(1, 2))
-    assert float(w[0, 0, :, :6].max()) < 0.5 < 1.5 < float(w[0, 0, :, 6:].mean())
-    assert float(w.min()) > 0.0  # the floor keeps every pixel guided
-    flat = ensemble_preconditioner(torch.ones(3, 1, 4, 4))  # no spread at all: the plain step
-    torch.testing.assert_close(flat, torch.ones(1, 1, 4, 4))
-    # dps_correction applies it per pixel
-    xt = torch.randn(1, 1, 4, 4, dtype=torch.float64).requires_grad_(True)
-    pre = torch.linspace(0.5, 1.5, 16, dtype=torch.float64).view(1, 1, 4, 4)
-    out, _ = dps_correction(torch.zeros(1, 1, 4, 4, dtype=torch.float64), xt, xt.pow(2).sum().view(1), 1.0, pre)
-    torch.testing.assert_close(out, -pre * 2 * xt.detach())
-    obs = zssd_observation(gauss, gcm, fine)
-    kw = dict(steps=20, members=3, seed=3)
-    unguided = _run(sample_zssd, gauss, gcm, fine, cond, guidance_scale=0.0, **kw)[-1]
-    pre_run = _run(sample_zssd, gauss, gcm, fine, cond, guidance_scale=30.0, precondition="ensemble", **kw)[-1]
-    plain = _run(sample_zssd, gauss, gcm, fine, cond, guidance_scale=30.0, **kw)[-1]
-    assert float(obs.misfit(pre_run.x_t).mean()) < 0.5 * float(obs.misfit(unguided.x_t).mean())
-    assert not torch.equal(pre_run.x_t, plain.x_t)
-    with pytest.raises(ValueError, match="at least 2 members"):
-        sample_zssd(gauss, gcm, fine, *cond, steps=2, members=1, precondition="ensemble")
-    with pytest.raises(ValueError, match="unknown guidance preconditioner"):
-        sample_zssd(gauss, gcm, fine, *cond, steps=2, members=2, precondition="kalman")
-
-
 def test_ddrm_noiseless_reproduces_block_means(tiny, gauss, gcm, fine, cond):
     obs = native_observation(gauss, gcm, fine)
     A = conservative(fine, obs.coarse_grid, dtype=torch.float64)

@@ -23,14 +23,10 @@ from .inputs import expand_conditioning, make_generator
 from .observation import Observation
 from .respacing import alphas_cumprod_of, ddim_step, respaced_timesteps, start_timestep
 
-__all__ = ["GUIDANCE_SCHEDULES", "PRECONDITIONERS", "REFERENCE_PIXELS", "effective_scale", "guidance_factor",
-           "check_guidance_schedule", "check_preconditioner", "dps_correction", "ensemble_preconditioner",
-           "guided_loop", "run_guided"]
+__all__ = ["GUIDANCE_SCHEDULES", "REFERENCE_PIXELS", "effective_scale", "guidance_factor",
+           "check_guidance_schedule", "dps_correction", "guided_loop", "run_guided"]
 
 GUIDANCE_SCHEDULES = ("constant", "noise")
-#: Per-pixel weighting of the guidance step: none (the paper's) or the members' x̂0 spread
-#: (:func:`ensemble_preconditioner`).
-PRECONDITIONERS = ("none", "ensemble")
 #: Guidance scales are quoted for a region of this many 0.25° pixels (128 x 128, the evaluation size).
 REFERENCE_PIXELS = 128 * 128
 
@@ -52,14 +48,6 @@ def check_guidance_schedule(schedule: str) -> None:
         raise ValueError(f"unknown guidance schedule {schedule!r}; choose from {', '.join(GUIDANCE_SCHEDULES)}")
 
 
-def check_preconditioner(name: str, members: int) -> None:
-    """Raise ``ValueError`` unless ``name`` is one of :data:`PRECONDITIONERS` and usable with ``members``."""
-    if name not in PRECONDITIONERS:
-        raise ValueError(f"unknown guidance preconditioner {name!r}; choose from {', '.join(PRECONDITIONERS)}")
-    if name == "ensemble" and members < 2:
-        raise ValueError("guidance preconditioner 'ensemble' needs at least 2 members (it uses their spread)")
-
-
 def guidance_factor(schedule: str, a_t: float) -> float:
     """The schedule-dependent factor ``s(t)`` of ζ_t: 1 (``"constant"``) or ``sqrt(1 − ᾱ_t)`` (``"noise"``)."""
     if schedule == "constant":
@@ -70,7 +58,7 @@ def guidance_factor(schedule: str, a_t: float) -> float:
 
 
 def dps_correction(x_prime: torch.Tensor, x_t: torch.Tensor, misfit: torch.Tensor,
-                   zeta_t: float, precond: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                   zeta_t: float) -> tuple[torch.Tensor, float]:
     """The DPS/UCG guidance step (Chung et al. 2023, Alg. 1, line 7) as :func:`guided_loop` applies it.
 
     .. math::
@@ -107,9 +95,6 @@ def dps_correction(x_prime: torch.Tensor, x_t: torch.Tensor, misfit: torch.Tenso
         ``‖W^{1/2}(A(x̂0(x_t)) − y)‖`` per member ``(members,)``, still attached to ``x_t``'s graph.
     zeta_t
         The step size ``ζ_t``.
-    precond
-        Optional per-pixel weights ``P`` (broadcast to ``x_t``): the step becomes ``ζ_t P ⊙ ∇``
-        (:func:`ensemble_preconditioner`); ``None``: ``P = 1``, the paper's step.
 
     Returns
     -------
@@ -119,29 +104,8 @@ def dps_correction(x_prime: torch.Tensor, x_t: torch.Tensor, misfit: torch.Tenso
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(misfit.sum(), x_t)
     with torch.no_grad():
-        upd = zeta_t * grad if precond is None else zeta_t * precond * grad
+        upd = zeta_t * grad
         return x_prime - upd, float(upd.flatten(1).norm(dim=1).mean())
-
-
-def ensemble_preconditioner(x0: torch.Tensor, floor: float = 0.1, window: int = 5) -> torch.Tensor:
-    """Per-pixel weights from the members' spread of x̂0: where the prior is unsure, guidance moves more.
-
-    DPS pushes every pixel of a coarse cell alike when its cell mean is off (``Aᵀr`` is flat over the
-    cell); the posterior-mean update that a Kalman gain would make, ``Σ Aᵀ(AΣAᵀ)⁻¹ r``, moves each pixel
-    in proportion to its prior variance instead — a cold night's deficit belongs to the land, whose
-    temperature varies, not to the sea beside it, whose temperature does not.  This takes the diagonal
-    of ``Σ`` from the ensemble itself: the variance over members of ``x̂0`` at this step, per variable,
-    smoothed over ``window``×``window`` pixels, floored at ``floor`` of its mean and normalised to mean 1
-    per variable (so ζ keeps its meaning).  ``x0``: ``(members ≥ 2, C, H, W)``; returns ``(1, C, H, W)``.
-    """
-    if x0.shape[0] < 2:
-        raise ValueError("the ensemble preconditioner needs at least 2 members (it uses their spread)")
-    v = x0.detach().var(0, keepdim=True)
-    if window > 1:
-        v = torch.nn.functional.avg_pool2d(v, window, stride=1, padding=window // 2, count_include_pad=False)
-    m = v.mean((-2, -1), keepdim=True).clamp_min(1e-12)
-    v = torch.maximum(v, floor * m)
-    return v / v.mean((-2, -1), keepdim=True)
 
 
 def _misfit_record(obs: Observation | None, mis: torch.Tensor | None) -> tuple[tuple[float, ...], float, float]:
@@ -157,7 +121,7 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
                 shape: tuple[int, int], *, steps: int, members: int, seed: int, guidance_scale: float,
                 guidance_schedule: str = "constant", eta: float = 1.0, method: str = "zssd",
                 x0_clip: float | None = X0_CLIP, min_alpha_bar: float | None = None,
-                guide_mean: bool = False, precondition: str = "none") -> Iterator[StepState]:
+                guide_mean: bool = False) -> Iterator[StepState]:
     """Respaced ancestral sampling with DPS-style guidance (Chung et al. 2023, Alg. 1).
 
     Each step evaluates the denoiser at ``x_t`` (with autograd when guided), takes the
@@ -172,11 +136,7 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
     ``‖W^{1/2}(A(mean_b x̂0_b) − y)‖``, whose gradient gives each member ``1/B`` of the mean's
     step, so ζ_t is multiplied by ``B`` — each member moves as far as one guided sample would.
     The step's ``misfit`` is then the mean's; ``misfit_members`` stay each member's own.
-
-    ``precondition="ensemble"`` weights each step per pixel by the members' spread of x̂0
-    (:func:`ensemble_preconditioner`; needs ≥ 2 members).
     """
-    check_preconditioner(precondition, members)
     dev = prior.device
     ab = alphas_cumprod_of(prior)
     ts = respaced_timesteps(steps, ab.size, start_timestep(ab, min_alpha_bar))
@@ -201,8 +161,7 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
         gnorm = 0.0
         if guided:
             scale = zeta * guidance_factor(guidance_schedule, a_t) * (members if guide_mean else 1)
-            pre = ensemble_preconditioner(x0) if precondition == "ensemble" else None
-            x_next, gnorm = dps_correction(x_next, x_in, mis, scale, pre)
+            x_next, gnorm = dps_correction(x_next, x_in, mis, scale)
         m, mean, rms = _misfit_record(obs, mis)
         if guide_mean and obs is not None:  # the record keeps each member's own misfit beside the mean's
             with torch.no_grad():
@@ -219,7 +178,7 @@ def guided_loop(prior: Denoiser, obs: Observation | None, static: torch.Tensor, 
 def run_guided(prior: Denoiser, obs: Observation, static, time_feats, fine: LatLonGrid, *, method: str,
                steps: int, members: int, seed: int, guidance_scale: float | None, guidance_schedule: str,
                eta: float, x0_clip: float | None, min_alpha_bar: float | None,
-               guide_mean: bool = False, precondition: str = "none") -> Iterator[StepState]:
+               guide_mean: bool = False) -> Iterator[StepState]:
     """Batch the conditioning, resolve ζ (``None``: the tuned :func:`default_guidance_scale` of
     ``method`` for this prior, demo-world table; the pipeline passes the table of its input's domain)
     and return :func:`guided_loop` — the common tail of :func:`sample_zssd
@@ -229,5 +188,4 @@ def run_guided(prior: Denoiser, obs: Observation, static, time_feats, fine: LatL
             if guidance_scale is None else float(guidance_scale))
     return guided_loop(prior, obs, static_b, tf_b, fine.shape, steps=steps, members=members, seed=seed,
                        guidance_scale=zeta, guidance_schedule=guidance_schedule, eta=eta, method=method,
-                       x0_clip=x0_clip, min_alpha_bar=min_alpha_bar, guide_mean=guide_mean,
-                       precondition=precondition)
+                       x0_clip=x0_clip, min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)

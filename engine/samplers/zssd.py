@@ -31,7 +31,7 @@ import torch
 from ..grids import LatLonGrid
 from ..operators import bilinear, conservative, ucg_operator
 from .contract import X0_CLIP, Denoiser, StepState
-from .guidance import check_guidance_schedule, check_preconditioner, run_guided
+from .guidance import check_guidance_schedule, run_guided
 from .inputs import validate_common
 from .observation import (
     Observation, check_covers, gcm_grid_of, gcm_values, normalize_obs, obs_weights, ucg_coarse_grid,
@@ -61,8 +61,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
                 members: int = 1, seed: int = 0, guidance_scale: float | None = None,
                 guidance_schedule: str = "constant", eta: float = 1.0,
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
-                min_alpha_bar: float | None = None, guide_mean: bool = False,
-                precondition: str = "none") -> Iterator[StepState]:
+                min_alpha_bar: float | None = None, guide_mean: bool = False) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -95,9 +94,6 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Guide the ensemble mean, not each member (a monthly-mean ``gcm`` with members drawn at times
         spread over the month, each with its own ``static``/``time_feats`` row); see
         :func:`zssd_engine.samplers.guidance.guided_loop`.
-    precondition
-        ``"none"`` (the paper's step) or ``"ensemble"``: each pixel's step weighted by the members'
-        spread of x̂0 (:func:`zssd_engine.samplers.guidance.ensemble_preconditioner`; ≥ 2 members).
 
     Returns
     -------
@@ -106,8 +102,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     """
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
-    check_preconditioner(precondition, members)
     obs = zssd_observation(prior, gcm, fine, unified_res)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
-                      min_alpha_bar=min_alpha_bar, guide_mean=guide_mean, precondition=precondition)
+                      min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)
