@@ -71,3 +71,25 @@ def md_header(payload: dict) -> str:
     return (f"Command: `{payload['command']}`  \nDate: {payload['date']}  \n"
             f"Machine: {m.get('cpu_model', m['processor'])}, {m['cpu_count']} cores, torch {m['torch']} "
             f"({m['torch_threads']} threads){', GPU ' + m['cuda'] if m.get('cuda') else ', no GPU'}\n\n")
+
+
+def add_case_study_args(ap, *, columns: str, members: int, name: str) -> None:
+    """The options every ``bc_*`` case study shares: columns, cases, members, steps, box size, seed,
+    checkpoint, torch threads and the result files' base name."""
+    ap.add_argument("--columns", default=columns, help="GCM columns, comma-separated")
+    ap.add_argument("--cases", type=int, default=6)
+    ap.add_argument("--members", type=int, default=members)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--region-px", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--name", default=name, help="base name of the result files")
+
+
+def finish_report(name: str, payload: dict, lines: list[str]) -> int:
+    """Append the total time, write JSON + Markdown atomically (:func:`write`), print the Markdown; returns 0."""
+    lines.append(f"\nTotal time {payload['seconds']} s.\n")
+    write(name, payload, "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0

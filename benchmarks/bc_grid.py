@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import header, md_header, write  # noqa: E402
+from _common import finish_report, header, md_header  # noqa: E402
 from bc_scales import area_mae, large_scale_operator  # noqa: E402
 from tune_guidance import training_cases  # noqa: E402
 
@@ -69,6 +69,13 @@ def target_errors(case, prior) -> dict[str, dict[str, float]]:
 
 def is_correction_training_time(t) -> bool:
     return t.year in BCSD_YEARS and t.day in BCSD_DAYS
+
+
+def correction_free_training_cases(n: int, seed: int, region_px: int, world) -> list:
+    """``n`` training-year cases (:func:`tune_guidance.training_cases`, seed ``seed + 2``) none of which is a
+    time the bias correction trains on — the cases the ``bc_*`` case studies choose defaults on."""
+    return [c for c in training_cases(n + 4, seed + 2, region_px, world)
+            if not is_correction_training_time(c.time)][:n]
 
 
 def run(cases, columns, prior, world, tag: str) -> dict:
@@ -126,10 +133,7 @@ def main(argv=None) -> int:
         lines.append("\nMean over columns: " + "; ".join(
             f"{v} native {np.mean([res[c][v]['native'] for c in columns]):.3g} / unified "
             f"{np.mean([res[c][v]['unified'] for c in columns]):.3g}" for v in VARIABLES) + "\n")
-    lines.append(f"\nTotal time {payload['seconds']} s.\n")
-    write(args.name, payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return finish_report(args.name, payload, lines)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import header, md_header, write  # noqa: E402
-from bc_grid import is_correction_training_time  # noqa: E402
-from tune_guidance import training_cases  # noqa: E402
+from _common import add_case_study_args, finish_report, header, md_header  # noqa: E402
+from bc_grid import correction_free_training_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
 from zssd_engine.bias_correction import bias_corrected_case  # noqa: E402
@@ -53,27 +52,18 @@ def scores(ds, case) -> dict[str, float]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--columns", default="MIROC6,MPI-ESM1-2-HR")
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--members", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=50)
+    add_case_study_args(ap, columns="MIROC6,MPI-ESM1-2-HR", members=4, name="bc_guidance")
     ap.add_argument("--unified-res", type=float, default=2.5)
-    ap.add_argument("--region-px", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-dps", action="store_true", help="skip dps-bc (a quarter of the time)")
     ap.add_argument("--scale-factors", default="",
                     help="also run the fine grid with ζ times each of these factors, e.g. 0.5,2 (comma-separated)")
     ap.add_argument("--no-coarse", action="store_true", help="skip the 5° row")
-    ap.add_argument("--name", default="bc_guidance")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     world = P.get_world(0)
     prior = P.load_prior(args.checkpoint)
-    cases = [c for c in training_cases(args.cases + 4, args.seed + 2, args.region_px, world)
-             if not is_correction_training_time(c.time)][:args.cases]
+    cases = correction_free_training_cases(args.cases, args.seed, args.region_px, world)
     fine_tag = f"zssd-bc@{args.unified_res:g}°"
     factors = [float(f) for f in args.scale_factors.split(",") if f.strip()]
     run = dict(prior=prior, steps=args.steps, members=args.members)
@@ -113,10 +103,7 @@ def main(argv=None) -> int:
                   "|---|---|---|---|---|"]
         for m, r in sm.items():
             lines.append(f"| {m} | {r['t2m']:.3f} | {r['msl']:.1f} | {r['u10']:.3f} | {r['v10']:.3f} |")
-    lines.append(f"\nTotal time {payload['seconds']} s.\n")
-    write(args.name, payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return finish_report(args.name, payload, lines)
 
 
 if __name__ == "__main__":

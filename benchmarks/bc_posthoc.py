@@ -35,9 +35,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import header, md_header, write  # noqa: E402
-from bc_grid import is_correction_training_time  # noqa: E402
-from tune_guidance import training_cases  # noqa: E402
+from _common import add_case_study_args, finish_report, header, md_header  # noqa: E402
+from bc_grid import correction_free_training_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
 from zssd_engine.bias_correction import bias_corrected_case, guidance_res  # noqa: E402
@@ -77,24 +76,15 @@ def part_shift(x: np.ndarray, target: np.ndarray, parts: np.ndarray, lam: float)
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--columns", default="IPSL-CM6A-LR")
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--members", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--lambdas", default="0.5,1")
-    ap.add_argument("--region-px", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--name", default="bc_posthoc")
+    add_case_study_args(ap, columns="IPSL-CM6A-LR", members=4, name="bc_posthoc")
+    ap.add_argument("--lambdas", default="0.5,1", help="fractions λ of each correction, comma-separated")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     lams = [float(v) for v in args.lambdas.split(",") if v.strip()]
     world = P.get_world(0)
     prior = P.load_prior(args.checkpoint)
-    cases = [c for c in training_cases(args.cases + 4, args.seed + 2, args.region_px, world)
-             if not is_correction_training_time(c.time)][:args.cases]
+    cases = correction_free_training_cases(args.cases, args.seed, args.region_px, world)
     t0, per = time.time(), {}
     for col in args.columns.split(","):
         for i, c in enumerate(cases):
@@ -137,10 +127,7 @@ def main(argv=None) -> int:
         for k in variants:
             lines.append(f"| {k} | " + " | ".join(f"{sm[v][k]['mae']:.3g} | {sm[v][k]['p99']:.3g}" for v in VARIABLES)
                          + " |")
-    lines.append(f"\nTotal time {payload['seconds']} s.\n")
-    write(args.name, payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return finish_report(args.name, payload, lines)
 
 
 if __name__ == "__main__":

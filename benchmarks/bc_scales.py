@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _common import header, md_header, write  # noqa: E402
+from _common import add_case_study_args, finish_report, header, md_header  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
 from zssd_engine.bias_correction import bias_corrected_case  # noqa: E402
@@ -100,15 +100,7 @@ def one_case(column: str, c, world, prior, members: int, steps: int, seed: int, 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--columns", default="MIROC6,MPI-ESM1-2-LR")
-    ap.add_argument("--cases", type=int, default=6)
-    ap.add_argument("--members", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--region-px", type=int, default=128)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--name", default="bc_scales")
+    add_case_study_args(ap, columns="MIROC6,MPI-ESM1-2-LR", members=8, name="bc_scales")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -137,10 +129,7 @@ def main(argv=None) -> int:
             lines.append(f"| {m} | {v['mae']:.3f} | {v['large']:.3f} | {v['detail']:.3f} | "
                          f"{v['target']:.3f} |" if "target" in v else
                          f"| {m} | {v['mae']:.3f} | {v['large']:.3f} | {v['detail']:.3f} | – |")
-    lines.append(f"\nTotal time {payload['seconds']} s.\n")
-    write(args.name, payload, "\n".join(lines) + "\n")
-    print("\n".join(lines))
-    return 0
+    return finish_report(args.name, payload, lines)
 
 
 if __name__ == "__main__":
