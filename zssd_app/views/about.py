@@ -99,7 +99,8 @@ round-3 prior (`zssd_demo_prior.*`, kept for comparison) on an earlier one.
 
 On real weather ZSSD is about as good as bilinear + lapse rate on t2m, not clearly better; with prior v4
 its msl is slightly worse than bilinear's, and the real cyclone comes out about 22 hPa too shallow. In the
-demo world its t2m is 2.8 % above BCSD's (within the 32 cases' noise) and its msl and winds well below.
+demo world its t2m is 2.8 % above BCSD's (within the 32 cases' noise), its msl and winds well below BCSD's
+and bilinear's.
 
 ### Guidance scale
 ζ is tuned per prior and per kind of input: on training-year demo cases for the demo world's tasks and
