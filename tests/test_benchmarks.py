@@ -131,3 +131,36 @@ def test_shards_merge_into_the_whole_runs_table_seed_for_seed(tmp_path, tiny):
     assert paper_table.shard_indices("2/2", 32) == list(range(16, 32))
     with pytest.raises(SystemExit, match="K/N"):
         paper_table.shard_indices("2", 32)
+
+
+def test_bc_posthoc_corrections_do_what_they_say():
+    """``project`` with λ = 1 puts the field's unified-cell means exactly on the target's (λ = 0.5 half-way);
+    ``part_shift`` moves each land/sea part's mean onto the target's and keeps the pixels' deviations."""
+    import numpy as np
+    import torch
+
+    import bc_posthoc
+    from zssd_engine.grids import Region, era5_grid
+    from zssd_engine.operators import conservative
+    from zssd_engine.samplers.observation import ucg_coarse_grid
+
+    fine = era5_grid().select(Region(-3.0, 5.0, 2.0, 10.0))[0]
+    coarse = ucg_coarse_grid(fine, 2.5)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=fine.shape)
+    y = torch.as_tensor(rng.normal(size=coarse.shape))
+    c = conservative(fine, coarse, dtype=torch.float64)
+    c_x = c(torch.as_tensor(x))
+    torch.testing.assert_close(c(torch.as_tensor(bc_posthoc.project(x, fine, coarse, y, 1.0))), y)
+    torch.testing.assert_close(c(torch.as_tensor(bc_posthoc.project(x, fine, coarse, y, 0.5))), 0.5 * (c_x + y))
+    land = (rng.random(fine.shape) > 0.5).astype(float)
+    parts = bc_posthoc.land_sea_parts(fine, coarse, land)
+    assert parts.max() + 1 <= 2 * coarse.shape[0] * coarse.shape[1]
+    assert all(len(np.unique(land[parts == k])) == 1 for k in np.unique(parts))  # a part is all land or all sea
+    target = rng.normal(size=fine.shape)
+    out = bc_posthoc.part_shift(x, target, parts, 1.0)
+    n = np.bincount(parts.ravel())
+    np.testing.assert_allclose(np.bincount(parts.ravel(), out.ravel()) / n,
+                               np.bincount(parts.ravel(), target.ravel()) / n)
+    dev = lambda a: a - (np.bincount(parts.ravel(), a.ravel()) / n)[parts]  # noqa: E731
+    np.testing.assert_allclose(dev(out), dev(x))
