@@ -109,8 +109,8 @@ def main(argv=None) -> int:
                     out[f"blend{lam:g}"] = x.copy(data=(1 - lam) * x.values + lam * b.values)
                 row[v] = {k: {"mae": float(mae(f, ref)), "p99": float(p99_error(f, ref))} for k, f in out.items()}
             per.setdefault(col, []).append(row)
-            print(f"[{col} {i + 1}/{len(cases)}] t2m MAE " + ", ".join(f"{k}={s['mae']:.3f}" for k, s in row["t2m"].items()),
-                  file=sys.stderr, flush=True)
+            t2m = ", ".join(f"{k}={s['mae']:.3f}" for k, s in row["t2m"].items())
+            print(f"[{col} {i + 1}/{len(cases)}] t2m MAE {t2m}", file=sys.stderr, flush=True)
     variants = list(per[next(iter(per))][0]["t2m"])
     summary = {col: {v: {k: {s: float(np.mean([r[v][k][s] for r in rows])) for s in ("mae", "p99")} for k in variants}
                      for v in VARIABLES} for col, rows in per.items()}
