@@ -47,15 +47,23 @@ from zssd_engine.samplers.observation import gcm_grid_of, ucg_coarse_grid  # noq
 VARIABLES = ("t2m", "msl", "u10", "v10")
 
 
-def project(x: np.ndarray, fine, coarse, y_coarse: torch.Tensor, lam: float) -> np.ndarray:
-    """``x + λ B (C B)⁺ (y − C x)``: λ = 1 gives ``C x = y`` on the coarse cells (separable pseudo-inverse)."""
+def cell_projector(fine, coarse):
+    """``project(x, y, λ) = x + λ B (C B)⁺ (y − C x)``: λ = 1 gives ``C x = y`` on the coarse cells.
+
+    The operators and the (separable) pseudo-inverse are built once per grid pair, then applied to every
+    variable and λ.
+    """
     c = conservative(fine, coarse, dtype=torch.float64)
     b = bilinear(coarse, fine, dtype=torch.float64)
     inv_lat = torch.linalg.pinv(c.m_lat @ b.m_lat, rtol=1e-6)
     inv_lon = torch.linalg.pinv(c.m_lon @ b.m_lon, rtol=1e-6)
-    xt = torch.as_tensor(x, dtype=torch.float64)
-    d = inv_lat @ (y_coarse - c(xt)) @ inv_lon.T
-    return (xt + lam * b(d)).numpy()
+
+    def project(x: np.ndarray, y_coarse: torch.Tensor, lam: float) -> np.ndarray:
+        xt = torch.as_tensor(x, dtype=torch.float64)
+        d = inv_lat @ (y_coarse - c(xt)) @ inv_lon.T
+        return (xt + lam * b(d)).numpy()
+
+    return project
 
 
 def land_sea_parts(fine, coarse, land: np.ndarray) -> np.ndarray:
@@ -93,6 +101,7 @@ def main(argv=None) -> int:
             coarse = ucg_coarse_grid(case.fine, guidance_res(case))
             to_coarse = conservative(gcm_grid_of(corrected.gcm), coarse, dtype=torch.float64)
             parts = land_sea_parts(case.fine, coarse, world.statics.region(case.fine)[1])
+            project = cell_projector(case.fine, coarse)
             zs = P.run_method(case, "zssd-bc", prior=prior, steps=args.steps, members=args.members,
                               seed=args.seed + i)
             bc = P.run_method(case, "bcsd")
@@ -104,7 +113,7 @@ def main(argv=None) -> int:
                 y_c = to_coarse.masked(torch.as_tensor(np.asarray(corrected.gcm[v], dtype=np.float64)))
                 out = {"bcsd": b, "zssd-bc": x}
                 for lam in lams:
-                    out[f"proj{lam:g}"] = x.copy(data=project(x.values, case.fine, coarse, y_c, lam))
+                    out[f"proj{lam:g}"] = x.copy(data=project(x.values, y_c, lam))
                     out[f"part{lam:g}"] = x.copy(data=part_shift(x.values, b.values, parts, lam))
                     out[f"blend{lam:g}"] = x.copy(data=(1 - lam) * x.values + lam * b.values)
                 row[v] = {k: {"mae": float(mae(f, ref)), "p99": float(p99_error(f, ref))} for k, f in out.items()}

@@ -134,7 +134,7 @@ def test_shards_merge_into_the_whole_runs_table_seed_for_seed(tmp_path, tiny):
 
 
 def test_bc_posthoc_corrections_do_what_they_say():
-    """``project`` with λ = 1 puts the field's unified-cell means exactly on the target's (λ = 0.5 half-way);
+    """``cell_projector`` with λ = 1 puts the field's unified-cell means exactly on the target's (λ = 0.5 half-way);
     ``part_shift`` moves each land/sea part's mean onto the target's and keeps the pixels' deviations."""
     import numpy as np
     import torch
@@ -151,8 +151,9 @@ def test_bc_posthoc_corrections_do_what_they_say():
     y = torch.as_tensor(rng.normal(size=coarse.shape))
     c = conservative(fine, coarse, dtype=torch.float64)
     c_x = c(torch.as_tensor(x))
-    torch.testing.assert_close(c(torch.as_tensor(bc_posthoc.project(x, fine, coarse, y, 1.0))), y)
-    torch.testing.assert_close(c(torch.as_tensor(bc_posthoc.project(x, fine, coarse, y, 0.5))), 0.5 * (c_x + y))
+    project = bc_posthoc.cell_projector(fine, coarse)
+    torch.testing.assert_close(c(torch.as_tensor(project(x, y, 1.0))), y)
+    torch.testing.assert_close(c(torch.as_tensor(project(x, y, 0.5))), 0.5 * (c_x + y))
     land = (rng.random(fine.shape) > 0.5).astype(float)
     parts = bc_posthoc.land_sea_parts(fine, coarse, land)
     assert parts.max() + 1 <= 2 * coarse.shape[0] * coarse.shape[1]

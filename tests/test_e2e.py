@@ -211,7 +211,7 @@ def test_draw_region_and_bad_input(server, browser):
     # drag a box on the overview map (box select): ~36° x 40° over the Indian Ocean.  The map renders after
     # the page (defer_load): wait for its canvas, and drag again if a first drag came before its tools were live
     page.locator(".zssd-overview canvas").first.wait_for(state="visible", timeout=60_000)
-    for attempt in range(3):
+    for _ in range(3):
         bb = page.locator(".zssd-overview").first.bounding_box()
         x0, y0 = bb["x"] + 0.70 * bb["width"], bb["y"] + 0.30 * bb["height"]
         x1, y1 = bb["x"] + 0.80 * bb["width"], bb["y"] + 0.55 * bb["height"]
