@@ -46,9 +46,9 @@ from .errors import DataError
 from .grids import unified_grid
 from .methods import METHODS, method_names
 
-__all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "bias_attrs",
-           "guidance_res", "check_grid", "check_trainable", "resolve_grids", "unified_field", "train_bias_correction",
-           "bias_corrected_case"]
+__all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "SUBCELL_WEIGHT",
+           "SUBCELL_VARIABLES", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid", "check_trainable",
+           "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
@@ -182,21 +182,51 @@ def guidance_res(case, grids: Mapping[str, str] | None = None) -> float:
     return res if res >= max(native.dlat, native.dlon) - 1e-6 else UNIFIED_RES
 
 
-def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float | None = None) -> dict[str, Any]:
+#: Weight λ of the sub-cell climatology term in zssd-bc's guidance (0: off) and the variables it constrains
+#: (:mod:`zssd_engine.samplers.subcell`, :func:`subcell_climatology`).
+SUBCELL_WEIGHT: float = 1.0
+SUBCELL_VARIABLES: tuple[str, ...] = ("t2m",)
+
+
+def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarray]:
+    """The reference's fine climatology of the case's calendar month and UTC hour on ``case.fine``, per variable.
+
+    Taken from the correction's own training pairs (:func:`train_bias_correction`, native grid: the
+    reference over whole GCM cells at the training times), so it uses no held-out time.
+    """
+    model = train_bias_correction(case, "native")
+    g = model.fine_grid
+    li = np.abs(np.asarray(g.lat)[None, :] - np.asarray(case.fine.lat)[:, None]).argmin(1)
+    lo = np.abs(np.mod(np.asarray(g.lon)[None, :] - np.asarray(case.fine.lon)[:, None] + 180.0, 360.0)
+                - 180.0).argmin(1)
+    out = {}
+    for v in variables:
+        if v in model.fits:
+            clim = model.fits[v].clim_fine[case.time.month - 1].reshape(g.shape)
+            out[v] = clim[np.ix_(li, lo)]
+    return out
+
+
+def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float | None = None,
+               subcell_weight: float | None = None) -> dict[str, Any]:
     """Provenance of the correction for an output's attributes (trains it if needed).
 
-    ``unified_res``: the guidance grid actually used (default :func:`guidance_res`).
+    ``unified_res``: the guidance grid actually used (default :func:`guidance_res`); ``subcell_weight``:
+    the sub-cell term's λ actually used (default :data:`SUBCELL_WEIGHT`).
     """
     check_trainable(case)
     g = resolve_grids(grids)
     vs = [v for v in g if v in case.gcm.data_vars]
     periods = {train_bias_correction(case, g[v]).training_period for v in vs}
     res = guidance_res(case, grids) if unified_res is None else float(unified_res)
+    lam = SUBCELL_WEIGHT if subcell_weight is None else float(subcell_weight)
+    sub = (f"; each cell's land/terrain contrast of {', '.join(SUBCELL_VARIABLES)} pulled toward the training "
+           f"period's climatology of the month and hour (sub-cell term, λ {lam:g})" if lam > 0 else "")
     return {"bias_correction": ("empirical quantile mapping per calendar month and cell (BCSD's BC step) before "
-                                f"UCG guidance on the unified {res:g}° grid; {_grid_text(g, vs)}"),
+                                f"UCG guidance on the unified {res:g}° grid; {_grid_text(g, vs)}{sub}"),
             "bias_correction_grid": ", ".join(f"{v}:{g[v]}" for v in vs),
             "bias_correction_training": "; ".join(sorted(periods)),
-            "unified_res": res}
+            "unified_res": res, "subcell_weight": lam}
 
 
 def _mapped(case, grid: str, variables: list[str]) -> xr.Dataset:

@@ -123,9 +123,9 @@ def test_the_guidance_grid_reaches_the_sampler_and_the_attributes(biased_case, m
     seen = []
     real = Z.zssd_observation
 
-    def spy(prior, gcm, fine, unified_res=None):
+    def spy(prior, gcm, fine, unified_res=None, *rest):
         seen.append(unified_res)
-        return real(prior, gcm, fine, unified_res)
+        return real(prior, gcm, fine, unified_res, *rest)
 
     monkeypatch.setattr(Z, "zssd_observation", spy)
     monkeypatch.setattr(B, "BC_GUIDANCE_RES", {"MPI-ESM1-2-LR": 2.5})

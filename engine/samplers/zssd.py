@@ -40,8 +40,14 @@ from .observation import (
 __all__ = ["zssd_observation", "sample_zssd"]
 
 
-def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None) -> Observation:
-    """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field."""
+def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None,
+                     subcell_climatology: dict | None = None, subcell_weight: float = 0.0) -> Observation:
+    """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field.
+
+    With ``subcell_climatology`` (variable → physical ``(H, W)`` climatology on ``fine``) and
+    ``subcell_weight`` λ > 0, the observation also pulls each unified cell's land/terrain contrast toward
+    the climatology's (:class:`~zssd_engine.samplers.subcell.SubcellObservation`).
+    """
     coarse = ucg_coarse_grid(fine, unified_res)
     native = gcm_grid_of(gcm)
     check_covers(native, fine)
@@ -54,14 +60,23 @@ def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float 
     w = obs_weights(fine, torch.float32).to(prior.device)
     desc = (f"UCG: {native.name} {native.shape[0]}x{native.shape[1]} -> {coarse.shape[0]}x{coarse.shape[1]} "
             f"unified cells (clipped) -> {fine.shape[0]}x{fine.shape[1]} fine")
-    return Observation(op, y_n, w, desc, unguided, coarse, {"y_coarse": y_coarse})
+    obs = Observation(op, y_n, w, desc, unguided, coarse, {"y_coarse": y_coarse})
+    if subcell_climatology and subcell_weight > 0:
+        from ..statics import load_statics
+        from .subcell import SubcellObservation, SubcellTerm
+
+        dem, land = load_statics().region(fine)
+        term = SubcellTerm.build(prior, fine, coarse, subcell_climatology, dem, land, subcell_weight)
+        obs = SubcellObservation(obs, term)
+    return obs
 
 
 def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, steps: int = 100,
                 members: int = 1, seed: int = 0, guidance_scale: float | None = None,
                 guidance_schedule: str = "constant", eta: float = 1.0,
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
-                min_alpha_bar: float | None = None, guide_mean: bool = False) -> Iterator[StepState]:
+                min_alpha_bar: float | None = None, guide_mean: bool = False,
+                subcell_climatology: dict | None = None, subcell_weight: float = 0.0) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -94,6 +109,9 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Guide the ensemble mean, not each member (a monthly-mean ``gcm`` with members drawn at times
         spread over the month, each with its own ``static``/``time_feats`` row); see
         :func:`zssd_engine.samplers.guidance.guided_loop`.
+    subcell_climatology, subcell_weight
+        A climatological constraint on each unified cell's land/terrain contrast (variable → physical
+        ``(H, W)`` field on ``fine``) and its weight λ (0: off); :mod:`zssd_engine.samplers.subcell`.
 
     Returns
     -------
@@ -102,7 +120,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     """
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
-    obs = zssd_observation(prior, gcm, fine, unified_res)
+    obs = zssd_observation(prior, gcm, fine, unified_res, subcell_climatology, subcell_weight)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
                       min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)

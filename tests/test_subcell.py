@@ -1,0 +1,126 @@
+"""The sub-cell climatology term of zssd-bc: its basis, its misfit and where its climatology comes from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from zssd_engine import pipeline as P
+from zssd_engine.demo_world import HELDOUT_YEARS
+from zssd_engine.grids import era5_grid
+from zssd_engine.pipeline.case import parse_region
+from zssd_engine.samplers.observation import ucg_coarse_grid
+from zssd_engine.samplers.subcell import (
+    MIN_ELEV_STD_M, MIN_LAND_STD, SubcellObservation, SubcellTerm, cell_labels, subcell_basis,
+)
+from zssd_engine.samplers.zssd import zssd_observation
+from zssd_engine.statics import load_statics
+
+REGION = "20,36,-100,-84"  # 64x64 px over Mexico's coasts and the Sierra Madre: land, sea and terrain
+TIME = "2022-08-10T12:00"
+
+
+@pytest.fixture(scope="module")
+def grids():
+    fine = era5_grid().select(parse_region(REGION))[0]
+    coarse = ucg_coarse_grid(fine, 2.5)
+    dem, land = load_statics().region(fine)
+    return fine, coarse, dem, land
+
+
+def test_cell_labels_follow_the_coarse_cells(grids):
+    fine, coarse, _, _ = grids
+    lab = cell_labels(fine, coarse)
+    assert lab.shape == fine.shape and np.unique(lab).size >= (coarse.shape[0] - 1) * (coarse.shape[1] - 1)
+    for c in np.unique(lab):
+        i, j = divmod(int(c), coarse.shape[1])
+        lat_lo, lat_hi = sorted(coarse.lat_bounds[i:i + 2])
+        rows, cols = np.nonzero(lab == c)
+        assert np.all((fine.lat[rows] >= lat_lo) & (fine.lat[rows] < lat_hi))
+        assert np.all((fine.lon[cols] >= coarse.lon_bounds[j]) & (fine.lon[cols] < coarse.lon_bounds[j + 1]))
+
+
+def test_the_basis_projects_onto_each_cells_land_and_terrain_pattern(grids):
+    """Rows are orthonormal and blind to each cell's mean; a field made of per-cell constants plus land and
+    elevation terms is exactly the part Q sees, and a field of cell constants alone is invisible."""
+    fine, coarse, dem, land = grids
+    q, w = subcell_basis(fine, coarse, dem, land)
+    assert q.shape[1] == fine.shape[0] * fine.shape[1] and 0 < q.shape[0] <= 2 * coarse.shape[0] * coarse.shape[1]
+    np.testing.assert_allclose(q @ q.T, np.eye(q.shape[0]), atol=1e-10)
+    assert w.shape == (q.shape[0],) and w.mean() == pytest.approx(1.0)
+    lab = cell_labels(fine, coarse)
+    rng = np.random.default_rng(0)
+    const = rng.normal(size=lab.max() + 1)[lab]
+    assert np.abs(q @ const.ravel()).max() < 1e-9
+    a, b = rng.normal(size=(2, lab.max() + 1))
+    pattern = (a[lab] * land + b[lab] * dem / 1000.0)
+    proj = (q.T @ (q @ (const + pattern).ravel())).reshape(fine.shape)
+    n_full = n_none = 0
+    for c in np.unique(lab):
+        m = lab == c
+        varies = (land[m].std() >= MIN_LAND_STD, dem[m].std() >= MIN_ELEV_STD_M)
+        if all(varies):  # both rows: the cell's centred pattern is reproduced exactly
+            np.testing.assert_allclose(proj[m], pattern[m] - pattern[m].mean(), atol=1e-9)
+            n_full += 1
+        elif not any(varies):  # no row: Q does not see the cell
+            assert np.abs(proj[m]).max() < 1e-12
+            n_none += 1
+    assert n_full >= 3 and n_none >= 3
+
+
+def test_the_term_is_zero_at_the_climatology_and_its_gradient_keeps_cell_means(grids):
+    fine, coarse, dem, land = grids
+    prior = P.load_prior("tiny")
+    rng = np.random.default_rng(1)
+    clim = 290.0 + 5.0 * land - 6.5 * dem / 1000.0 + rng.normal(size=fine.shape)
+    term = SubcellTerm.build(prior, fine, coarse, {"t2m": clim}, dem, land, weight=1.0)
+    c = prior.variables.index("t2m")
+    x = torch.zeros((2, len(prior.variables), *fine.shape))
+    x[:, c] = prior.normalize(torch.as_tensor(clim, dtype=torch.float32)[None, None].expand(1, len(prior.variables),
+                                                                                         *fine.shape))[0, c]
+    assert float(term.misfit(x).max()) < 1e-6 * float(term.target.pow(2).sum())
+    x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(term.misfit(x).sum(), x)
+    lab = torch.as_tensor(cell_labels(fine, coarse)).ravel()
+    sums = torch.zeros(int(lab.max()) + 1).index_add_(0, lab, g[0, c].flatten())
+    assert float(sums.abs().max()) < 1e-4 * float(g[0, c].abs().sum())  # no pull on any cell's mean
+    others = [i for i in range(len(prior.variables)) if i != c]
+    assert float(g[:, others].abs().max()) == 0.0  # only the variables with a climatology
+
+
+def test_the_sampler_adds_the_term_only_when_weighted():
+    case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
+    prior = P.load_prior("tiny")
+    from zssd_engine.bias_correction import subcell_climatology
+
+    clim = subcell_climatology(case)
+    assert set(clim) == {"t2m"} and clim["t2m"].shape == case.fine.shape
+    plain = zssd_observation(prior, case.gcm, case.fine, 2.5)
+    assert not isinstance(zssd_observation(prior, case.gcm, case.fine, 2.5, clim, 0.0), SubcellObservation)
+    obs = zssd_observation(prior, case.gcm, case.fine, 2.5, clim, 0.5)
+    assert isinstance(obs, SubcellObservation)
+    x = torch.randn((2, len(prior.variables), *case.fine.shape), generator=torch.Generator().manual_seed(0))
+    m0, m = plain.misfit(x), obs.misfit(x)
+    np.testing.assert_allclose(m.pow(2) - m0.pow(2), 0.25 * obs.subcell.misfit(x), rtol=1e-4)
+    assert bool((m > m0).all())
+
+
+def test_the_climatology_is_the_training_pairs_mean():
+    """zssd-bc's sub-cell climatology is the mean of the reference over the correction's training times (same
+    calendar month and UTC hour, training years only) — no held-out time enters it."""
+    from zssd_engine.bias_correction import subcell_climatology
+
+    case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
+    world = P.get_world(0)
+    times = P.bcsd_training_times(case.time.month, case.time.hour)
+    assert all(t.year not in HELDOUT_YEARS for t in times) and {t.month for t in times} == {8}
+    mean = np.mean([world.dataset(t, case.fine)["t2m"].values.squeeze() for t in times], axis=0)
+    np.testing.assert_allclose(subcell_climatology(case)["t2m"], mean, atol=1e-3)
+
+
+def test_zssd_bc_records_the_weight_it_sampled_with():
+    case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
+    ds = P.run_method(case, "zssd-bc", prior=P.load_prior("tiny"), steps=2, members=2, subcell_weight=0.5)
+    assert float(ds.attrs["subcell_weight"]) == 0.5
