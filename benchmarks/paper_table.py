@@ -184,6 +184,18 @@ def merge(parts: list[Path], out_dir: Path, command: str) -> int:
                     if res.get(k) not in (None, {}, "n/a"):
                         cur[k] = res[k]
             cur["seconds_total"] = float(cur.get("seconds_total", 0)) + float(res.get("seconds_total", 0))
+    for task, cur in all_res.items():  # recompute every section over all methods from the per-case lists
+        reps = [d["tasks"][task] for d in docs if task in d["tasks"]]
+        if len(reps) > 1 and all("per_case" in r for r in reps):
+            from zssd_engine.case_scores import merge_methods
+
+            try:
+                report = merge_methods(reps, int(cur.get("members") or 1), P.DIFFUSION_METHODS)
+            except ValueError as e:
+                raise SystemExit(f"--merge: task {task}: {e}") from None
+            for k in ("rank_hist", "cyclones", "results_by_members", "per_case_by_members", "paired"):
+                cur.pop(k, None)
+            cur.update(report)
     methods = [m for m in METHOD_ORDER if any(m in r["results"].get(v, {}) for r in all_res.values()
                                               for v in VARIABLES)]
     spectra = [d for d in docs if d.get("spectra_png")]

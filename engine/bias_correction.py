@@ -13,6 +13,13 @@ with r the paper's 5°, or 2.5° for the GCMs whose training-year cases gain fro
 (:data:`BC_GUIDANCE_RES`, :func:`guidance_res`): the corrected field carries detail finer than 5° that
 the paper's unified grid averages away, worth following where the model resolves it.
 
+The cell means fix how warm a cell is, not how that warmth is shared between its land and sea or its
+ridges and valleys; guided samples share it wrongly where a coast or a steep slope crosses a cell.  A
+second, weaker observation (:mod:`zssd_engine.samplers.subcell`, weight :data:`SUBCELL_WEIGHT`) pulls each
+cell's land/terrain contrast of t2m toward the reference's fine climatology of the same calendar month and
+UTC hour over the correction's own training pairs (:func:`subcell_climatology`); λ = 1 was chosen on
+training-year cases (``benchmarks/bc_guidance.py --subcell``, ``benchmarks/results/bc_subcell_prior_v4_*.md``).
+
 The mapping works on one of two grids (:data:`BIAS_GRIDS`), per variable:
 
 * ``"native"`` (the default for every variable): Ŷ = QM(Y) on the GCM's own cells, as BCSD does;

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["ScoreBook", "add_probabilistic", "summarise", "cyclone_scores", "cyclone_summary", "merge_reports",
-           "paired_differences", "PAIRED_BASELINES"]
+           "merge_methods", "paired_differences", "PAIRED_BASELINES"]
 
 CYCLONE_DEFINITION = ("centre = lowest msl within 600 km (reference: of the region centre; prediction: of the "
                       "reference centre), at the reference's points; detected = closed low (ring depth >= 2 hPa) "
@@ -162,6 +162,47 @@ def merge_reports(reports: Sequence[dict[str, Any]], members: int, diffusion_met
             if name in book.cyclones:
                 raise ValueError(f"cyclone case {name!r} is in two parts; the parts must not overlap")
             book.cyclones[name] = by_method
+    return book.report()
+
+
+def merge_methods(reports: Sequence[dict[str, Any]], members: int,
+                  diffusion_methods: Sequence[str]) -> dict[str, Any]:
+    """One :meth:`ScoreBook.report` from reports of *different methods* on the same case list.
+
+    Each method's per-case lists, rank counts, cyclone scores and first-k-member scores are taken from the
+    first report that has the method; a method in two reports must have the same per-case MAE there (the
+    cases must match; a deterministic baseline run in both parts checks it).  Every summary, the paired
+    differences against the strongest baseline and the cyclone summary are then recomputed over all methods.
+    Each report must carry ``per_case``.
+    """
+    book = ScoreBook(members, diffusion_methods)
+    for i, rep in enumerate(reports):
+        if "per_case" not in rep:
+            raise ValueError(f"part {i + 1} has no per-case scores (written before they were kept); run it again")
+        new = set()
+        for v, dm in rep["per_case"].items():
+            for m, d in dm.items():
+                have = book.per.get(v, {}).get(m)
+                if have is not None:
+                    if not np.allclose(have["mae"], d["mae"], rtol=1e-6):
+                        raise ValueError(f"{v}, {m}: parts disagree case by case; not the same cases")
+                    continue
+                new.add(m)
+                book.per.setdefault(v, {})[m] = {q: list(xs) for q, xs in d.items()}
+        for k, bv in rep.get("per_case_by_members", {}).items():
+            for v, dm in bv.items():
+                for m, d in dm.items():
+                    if m in new:
+                        tgt = book.by_members.setdefault(int(k), {}).setdefault(v, {})
+                        tgt[m] = {q: list(xs) for q, xs in d.items()}
+        for v, dm in rep.get("rank_hist", {}).items():
+            for m, r in dm.items():
+                if m in new:
+                    book.rank.setdefault(v, {})[m] = np.asarray(r["counts"])
+        for name, by_method in rep.get("cyclones", {}).get("cases", {}).items():
+            for m, sc in by_method.items():
+                if m in new:
+                    book.cyclones.setdefault(name, {})[m] = sc
     return book.report()
 
 

@@ -165,3 +165,26 @@ def test_bc_posthoc_corrections_do_what_they_say():
                                np.bincount(parts.ravel(), target.ravel()) / n)
     dev = lambda a: a - (np.bincount(parts.ravel(), a.ravel()) / n)[parts]  # noqa: E731
     np.testing.assert_allclose(dev(out), dev(x))
+
+
+def test_method_parts_merge_into_the_whole_runs_table(tmp_path, tiny):
+    """Two runs of different methods on the same 3 cases (tiny prior) merge into exactly the table of one run
+    with all the methods: per-case lists, paired differences, rank counts and first-k scores recomputed
+    over all methods, not copied from the first part."""
+    from zssd_engine.evaluate import evaluate
+
+    kw = dict(task="x20", cases=3, steps=2, members=2, size_px=24, prior=tiny, guidance_scales={"zssd": 3.0})
+    whole = json.loads(json.dumps(evaluate(methods=["bilinear", "lapse", "zssd"], **kw)))
+    dirs = []
+    for name, methods in (("base", ["bilinear", "lapse"]), ("diff", ["bilinear", "zssd"])):
+        res = evaluate(methods=methods, **kw)
+        doc = {"command": name, "machine": "m", "date": "d", "tasks": {"x20": res},
+               "settings": {"cases": 3, "methods": methods}, "seconds_total": 1.0}
+        dirs.append(tmp_path / name)
+        dirs[-1].mkdir()
+        (dirs[-1] / "paper_table.json").write_text(json.dumps(doc))
+    assert paper_table.merge(dirs, tmp_path / "m", "merge") == 0
+    merged = json.loads((tmp_path / "m" / "paper_table.json").read_text())["tasks"]["x20"]
+    for k in ("results", "rank_hist", "results_by_members", "per_case", "paired"):
+        assert _without_timing(merged[k]) == _without_timing(whole[k]), k
+    assert merged["paired"]["baseline"]["t2m"] == "lapse" and "zssd" in merged["paired"]["t2m"]

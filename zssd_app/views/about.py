@@ -72,7 +72,10 @@ field, on the GCM's own cells, onto the reference's distribution there (empirica
 quantile mapping per calendar month and cell: the "BC" half of BCSD, trained on the GCM's historical
 run against the reference in training years only), then guides toward the corrected field — on
 2.5° unified cells for the pseudo-GCMs (chosen per model on training-year cases; the paper's 5° for
-any other source and never finer than the field's own cells). It is
+any other source and never finer than the field's own cells). A second, weaker pull keeps each cell's
+land–sea and terrain contrast of t2m near the reference's climatology of the same month and hour in the
+training years (the same pairs): the GCM fixes a cell's mean, the climatology how it is usually shared
+between coast and sea, ridge and valley; the day's own detail stays the prior's. It is
 offered only where such a paired history exists (the pseudo-GCMs and the ×6/×10/×20 tasks); the
 training period and the guidance grid are in every output's attributes. Measured on the five pseudo-GCMs
 of the re-calibrated world as it runs now (32 held-out cases each, 8 members, prior v4 at its tuned ζ 1.73;
