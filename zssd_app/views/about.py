@@ -80,7 +80,7 @@ offered only where such a paired history exists (the pseudo-GCMs and the ×6/×1
 training period, the guidance grid and the sub-cell weight are in every output's attributes. With the
 sub-cell term (32 held-out cases per column, `benchmarks/results/paper_table_bc_subcell_prior_v4_32/`) the
 ensemble mean's t2m MAE is below BCSD's on all five pseudo-GCMs (IPSL −0.8 %, within noise; MIROC6 −5 %, AWI −8 %,
-MPI-ESM1-2-LR −3 %; MPI-ESM1-2-HR −8 % measured before the term) and its P99 on four (IPSL still +1.4 %); at ×20,
+MPI-ESM1-2-LR −3 %, MPI-ESM1-2-HR −8 %) and its P99 on four (IPSL still +1.4 %); at ×20,
 where there is no bias, it is 1.4 % above plain ZSSD. Measured before the sub-cell term, on the five pseudo-GCMs
 of the re-calibrated world (32 held-out cases each, 8 members, prior v4 at its tuned ζ 1.73;
 `benchmarks/results/paper_table_bc_prior_v4_32/`): lower CRPS than BCSD on every column (−22 to −32 %), lower
