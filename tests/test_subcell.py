@@ -45,7 +45,7 @@ def test_the_basis_projects_onto_each_cells_land_and_terrain_pattern(grids):
     """Rows are orthonormal and blind to each cell's mean; a field made of per-cell constants plus land and
     elevation terms is exactly the part Q sees, and a field of cell constants alone is invisible."""
     fine, coarse, dem, land = grids
-    q, w = subcell_basis(fine, coarse, dem, land)
+    q, w = subcell_basis(fine, coarse, dem, land).dense()
     assert q.shape[1] == fine.shape[0] * fine.shape[1] and 0 < q.shape[0] <= 2 * coarse.shape[0] * coarse.shape[1]
     np.testing.assert_allclose(q @ q.T, np.eye(q.shape[0]), atol=1e-10)
     assert w.shape == (q.shape[0],) and w.mean() == pytest.approx(1.0)

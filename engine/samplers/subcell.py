@@ -35,7 +35,8 @@ import torch
 from ..grids import LatLonGrid, lat_weights
 from .observation import Observation
 
-__all__ = ["MIN_LAND_STD", "MIN_ELEV_STD_M", "cell_labels", "subcell_basis", "SubcellTerm", "SubcellObservation"]
+__all__ = ["MIN_LAND_STD", "MIN_ELEV_STD_M", "cell_labels", "SubcellBasis", "subcell_basis", "SubcellTerm",
+           "SubcellObservation"]
 
 #: A cell's land fraction varying less than this (std over its pixels) gives no land–sea row.
 MIN_LAND_STD = 0.05
@@ -59,73 +60,106 @@ def cell_labels(fine: LatLonGrid, coarse: LatLonGrid) -> np.ndarray:
     return ilat[:, None] * coarse.shape[1] + ilon[None, :]
 
 
-def subcell_basis(fine: LatLonGrid, coarse: LatLonGrid, dem: np.ndarray,
-                  land: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``Q`` ``(K, H·W)`` and the cos φ weight of each row's cell ``(K,)`` (mean 1).
+@dataclass(frozen=True, eq=False)
+class SubcellBasis:
+    """``Q`` stored per pixel: every pixel belongs to one cell, and each cell has at most two rows.
+
+    ``labels`` ``(H·W,)``: the pixel's cell (``0..n−1``); ``values`` ``(2, H·W)``: the pixel's entry in its
+    cell's first and second row (0 where the cell has no such row); ``weights`` ``(2, n)``: cos φ of the
+    cell for every row that exists (0 otherwise), mean 1 over the rows.  Memory grows with the pixels, not
+    with pixels × rows as a dense ``Q`` would (a 64° box at 2.5°: hundreds of rows of 65 536 pixels).
+    """
+
+    labels: np.ndarray
+    values: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return int(np.count_nonzero(self.weights))
+
+    def coefficients(self, x: np.ndarray) -> np.ndarray:
+        """``Q x`` as ``(2, n)`` (0 where a cell has no such row) for one field ``x`` ``(H·W,)``."""
+        n = self.weights.shape[1]
+        return np.stack([np.bincount(self.labels, self.values[k] * x, minlength=n) for k in range(2)])
+
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``Q`` ``(K, H·W)`` and each row's weight ``(K,)`` (for inspection and tests)."""
+        k, c = np.nonzero(self.weights)
+        rows = np.where(self.labels[None, :] == c[:, None], self.values[k], 0.0)
+        return rows, self.weights[k, c]
+
+
+def subcell_basis(fine: LatLonGrid, coarse: LatLonGrid, dem: np.ndarray, land: np.ndarray) -> SubcellBasis:
+    """``Q`` for ``fine``'s pixels grouped by ``coarse``'s cells, with the cos φ weight of each row (mean 1).
 
     Per cell: the land fraction and the elevation, centred on the cell's pixels, each kept only if it
     varies (:data:`MIN_LAND_STD`, :data:`MIN_ELEV_STD_M`), then orthonormalised (QR).  The rows of one
     cell are orthonormal and orthogonal to the constant, and cells do not overlap, so ``Qᵀ Q`` is the
     orthogonal projection onto the land/terrain-aligned part of every cell's pattern.
     """
-    labels = cell_labels(fine, coarse).ravel()
+    cells, labels = np.unique(cell_labels(fine, coarse).ravel(), return_inverse=True)
     feats = np.stack([np.asarray(land, np.float64).ravel(), np.asarray(dem, np.float64).ravel() / 1000.0], 1)
     mins = np.array([MIN_LAND_STD, MIN_ELEV_STD_M / 1000.0])
     cos = np.broadcast_to(lat_weights(fine.lat)[:, None], fine.shape).ravel()
-    rows, weights = [], []
-    npx = labels.size
-    for c in np.unique(labels):
+    values = np.zeros((2, labels.size))
+    weights = np.zeros((2, cells.size))
+    for c in range(cells.size):
         idx = np.flatnonzero(labels == c)
         f = feats[idx] - feats[idx].mean(0)
         keep = f.std(0) >= mins
         if not keep.any() or idx.size < 3:
             continue
         q, r = np.linalg.qr(f[:, keep])
-        ok = np.abs(np.diag(r)) > 1e-6 * np.sqrt(idx.size)
-        for k in np.flatnonzero(ok):
-            row = np.zeros(npx)
-            row[idx] = q[:, k]
-            rows.append(row)
-            weights.append(cos[idx].mean())
-    if not rows:
-        return np.zeros((0, npx)), np.zeros(0)
-    w = np.asarray(weights)
-    return np.stack(rows), w / max(float(w.mean()), 1e-12)
+        ok = np.flatnonzero(np.abs(np.diag(r)) > 1e-6 * np.sqrt(idx.size))
+        for row, k in enumerate(ok):  # a cell's rows fill slots 0, 1 in order
+            values[row, idx] = q[:, k]
+            weights[row, c] = cos[idx].mean()
+    if weights.any():
+        weights /= max(float(weights[weights > 0].mean()), 1e-12)
+    return SubcellBasis(labels, values, weights)
 
 
 @dataclass(eq=False)
 class SubcellTerm:
     """``λ ‖W_c^{1/2}(Q x̂0[c] − Q clim[c])‖`` over the constrained channels ``c`` (normalised units)."""
 
-    q: torch.Tensor          # (K, H*W)
-    target: torch.Tensor     # (len(channels), K): Q applied to each channel's normalised climatology
+    labels: torch.Tensor     # (H*W,) cell of each pixel (:class:`SubcellBasis`)
+    values: torch.Tensor     # (2, H*W) each pixel's entry in its cell's two rows
+    target: torch.Tensor     # (len(channels), 2, n): Q applied to each channel's normalised climatology
     channels: tuple[int, ...]
-    weights: torch.Tensor    # (K,)
+    weights: torch.Tensor    # (2, n), 0 where a cell has no such row
     weight: float            # λ
 
     @classmethod
     def build(cls, prior, fine: LatLonGrid, coarse: LatLonGrid, climatology: dict[str, np.ndarray],
               dem: np.ndarray, land: np.ndarray, weight: float) -> "SubcellTerm":
         """The term for ``climatology`` (variable → physical ``(H, W)`` field on ``fine``)."""
-        q, w = subcell_basis(fine, coarse, dem, land)
+        basis = subcell_basis(fine, coarse, dem, land)
         chans = tuple(prior.variables.index(v) for v in climatology if v in prior.variables)
-        qt = torch.as_tensor(q, dtype=torch.float64)
         # Q is orthogonal to constants, so Q normalize(x) = Q x / std: only the scale matters.
         ones = torch.ones((1, len(prior.variables), 1, 1), device=prior.device)
         scale = (prior.normalize(ones) - prior.normalize(0 * ones))[0, :, 0, 0].detach().cpu().double().numpy()
-        tgt = [qt @ torch.as_tensor(np.asarray(climatology[prior.variables[c]], np.float64).ravel() * scale[c])
+        tgt = [basis.coefficients(np.asarray(climatology[prior.variables[c]], np.float64).ravel() * scale[c])
                for c in chans]
+        target = np.stack(tgt) if tgt else np.zeros((0, *basis.weights.shape))
         dev = prior.device
-        target = torch.stack(tgt) if tgt else torch.zeros((0, q.shape[0]), dtype=torch.float64)
-        return cls(qt.to(dev, torch.float32), target.to(dev, torch.float32), chans,
-                   torch.as_tensor(w, dtype=torch.float32, device=dev), float(weight))
+        return cls(torch.as_tensor(basis.labels, dtype=torch.long, device=dev),
+                   torch.as_tensor(basis.values, dtype=torch.float32, device=dev),
+                   torch.as_tensor(target, dtype=torch.float32, device=dev), chans,
+                   torch.as_tensor(basis.weights, dtype=torch.float32, device=dev), float(weight))
+
+    @property
+    def n_rows(self) -> int:
+        return int(torch.count_nonzero(self.weights))
 
     def misfit(self, x0: torch.Tensor) -> torch.Tensor:
-        """``‖W_c^{1/2}(Q x̂0[c] − target)‖`` per member ``(B,)`` (not yet multiplied by λ)."""
-        if not self.channels or self.q.shape[0] == 0:
+        """``‖W_c^{1/2}(Q x̂0[c] − target)‖²`` per member ``(B,)`` (not yet multiplied by λ²)."""
+        if not self.channels or self.n_rows == 0:
             return torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        xs = x0[:, list(self.channels)].flatten(2)                 # (B, c, H*W)
-        r = (xs @ self.q.T - self.target) * self.weights.sqrt()    # (B, c, K)
+        xs = x0[:, list(self.channels)].flatten(2)[:, :, None, :] * self.values  # (B, c, 2, H*W)
+        coeff = xs.new_zeros((*xs.shape[:3], self.weights.shape[1])).index_add_(3, self.labels, xs)
+        r = (coeff - self.target) * self.weights.sqrt()                          # (B, c, 2, n)
         return r.pow(2).flatten(1).sum(1)
 
 
@@ -134,7 +168,7 @@ class SubcellObservation(Observation):
 
     def __init__(self, base: Observation, term: SubcellTerm) -> None:
         super().__init__(base.op, base.y, base.weights, base.description + f"; sub-cell climatology "
-                         f"(λ {term.weight:g}, {len(term.channels)} variable(s), {term.q.shape[0]} rows)",
+                         f"(λ {term.weight:g}, {len(term.channels)} variable(s), {term.n_rows} rows)",
                          base.unguided, base.coarse_grid, dict(base.extra))
         self.subcell = term
 
