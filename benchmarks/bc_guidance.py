@@ -35,7 +35,8 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import add_case_study_args, finish_report, header, md_header  # noqa: E402
-from bc_grid import correction_free_training_cases  # noqa: E402
+from bc_grid import correction_free_training_cases, is_correction_training_time  # noqa: E402
+from tune_guidance import training_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
 from zssd_engine.bias_correction import SUBCELL_VARIABLES, bias_corrected_case, subcell_climatology  # noqa: E402
@@ -52,6 +53,33 @@ def scores(ds, case) -> dict[str, float]:
     return {**{v: float(mae(*pair(v))) for v in VARIABLES}, "t2m_p99": float(p99_error(*pair("t2m")))}
 
 
+def relief_training_cases(n: int, seed: int, region_px: int, world, min_cells: int, res: float) -> list:
+    """``n`` training-year random boxes (:func:`tune_guidance.training_cases`, seed ``seed + 5``, none a time the
+    correction trains on) with at least ``min_cells`` cells of the ``res``° unified grid whose elevation std
+    reaches :data:`~zssd_engine.samplers.subcell.MIN_RELIEF_STD_M`: the cases on which a terrain-order choice
+    can be judged, since elsewhere both orders give the same basis."""
+    from zssd_engine.grids import era5_grid
+    from zssd_engine.samplers.observation import ucg_coarse_grid
+    from zssd_engine.samplers.subcell import MIN_RELIEF_STD_M, cell_labels
+    from zssd_engine.statics import load_statics
+
+    out = []
+    for c in training_cases(400, seed + 5, region_px, world):
+        if not c.name.startswith("train-random") or is_correction_training_time(c.time):
+            continue
+        fine = era5_grid().select(c.region)[0]
+        lab = cell_labels(fine, ucg_coarse_grid(fine, res)).ravel()
+        dem = np.asarray(load_statics().region(fine)[0], np.float64).ravel()
+        cnt = np.bincount(lab)
+        mean = np.bincount(lab, dem) / np.maximum(cnt, 1)
+        std = np.sqrt(np.maximum(np.bincount(lab, dem ** 2) / np.maximum(cnt, 1) - mean ** 2, 0.0))
+        if np.count_nonzero((std >= MIN_RELIEF_STD_M) & (cnt >= 3)) >= min_cells:
+            out.append(c)
+        if len(out) == n:
+            return out
+    raise RuntimeError(f"only {len(out)} of {n} training-year boxes with {min_cells} relief cells found")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_case_study_args(ap, columns="MIROC6,MPI-ESM1-2-HR", members=4, name="bc_guidance")
@@ -63,6 +91,14 @@ def main(argv=None) -> int:
     ap.add_argument("--subcell", default="",
                     help="also run the fine grid with the sub-cell climatology term at each of these weights λ, "
                          "e.g. 0.5,1 (comma-separated; zssd_engine.samplers.subcell)")
+    ap.add_argument("--subcell-order", default="1",
+                    help="terrain orders of the sub-cell basis to run at each λ: 1 (land, elevation), 2 (also "
+                         "elevation², zssd_engine.samplers.subcell.subcell_basis); comma-separated")
+    ap.add_argument("--no-fine", action="store_true",
+                    help="skip the fine-grid row without the sub-cell term (only the --subcell rows)")
+    ap.add_argument("--relief-cells", type=int, default=0,
+                    help="instead of the usual cases, training-year random boxes with at least this many unified "
+                         "cells of relief (elevation std >= MIN_RELIEF_STD_M): where --subcell-order 2 acts")
     ap.add_argument("--subcell-vars", default=",".join(SUBCELL_VARIABLES),
                     help="variables the sub-cell term constrains (comma-separated)")
     args = ap.parse_args(argv)
@@ -70,11 +106,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     world = P.get_world(0)
     prior = P.load_prior(args.checkpoint)
-    cases = correction_free_training_cases(args.cases, args.seed, args.region_px, world)
+    cases = (relief_training_cases(args.cases, args.seed, args.region_px, world, args.relief_cells, args.unified_res)
+             if args.relief_cells else correction_free_training_cases(args.cases, args.seed, args.region_px, world))
     fine_tag = f"zssd-bc@{args.unified_res:g}°"
     factors = [float(f) for f in args.scale_factors.split(",") if f.strip()]
     subcell = [float(f) for f in args.subcell.split(",") if f.strip()]
     sc_vars = tuple(v.strip() for v in args.subcell_vars.split(",") if v.strip())
+    orders = [int(o) for o in args.subcell_order.split(",") if o.strip()]
     run = dict(prior=prior, steps=args.steps, members=args.members)
     t0, per = time.time(), {}
     for col in args.columns.split(","):
@@ -84,17 +122,21 @@ def main(argv=None) -> int:
             if not args.no_coarse:
                 rows["zssd-bc@5°"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=5.0, **run),
                                             case)
-            rows[fine_tag] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
-                                                 **run), case)
+            if not args.no_fine:
+                rows[fine_tag] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res,
+                                                     subcell_weight=0.0, **run), case)
             for f in factors:  # the guidance scale: ζ of zssd times f
                 zeta = f * P.guidance_default("zssd-bc", args.steps)
                 rows[f"{fine_tag} ζ×{f:g}"] = scores(P.run_method(case, "zssd-bc", seed=args.seed + i,
                                                                  guidance_scale=zeta, unified_res=args.unified_res,
                                                                  **run), case)
             for lam in subcell:  # the month's land/terrain contrast as a second, weaker observation
-                rows[f"{fine_tag} sub-cell({args.subcell_vars}) λ{lam:g}"] = scores(P.run_method(
-                    case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
-                    subcell_climatology=subcell_climatology(case, sc_vars), **run), case)
+                for order in orders:
+                    tag = f"{fine_tag} sub-cell({args.subcell_vars}) λ{lam:g}" + (" +elev²" if order == 2 else "")
+                    rows[tag] = scores(P.run_method(
+                        case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
+                        subcell_climatology=subcell_climatology(case, sc_vars), subcell_terrain_order=order,
+                        **run), case)
             if not args.no_dps:
                 rows["dps-bc"] = scores(P.run_method(bias_corrected_case(case), "dps", seed=args.seed + i, **run),
                                         case)

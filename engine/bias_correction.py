@@ -54,8 +54,9 @@ from .grids import unified_grid
 from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "SUBCELL_WEIGHT",
-           "SUBCELL_VARIABLES", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid", "check_trainable",
-           "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
+           "SUBCELL_VARIABLES", "SUBCELL_TERRAIN_ORDER", "bias_attrs", "guidance_res", "subcell_climatology",
+           "terrain_order_of", "check_grid", "check_trainable", "resolve_grids", "unified_field",
+           "train_bias_correction", "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
@@ -193,6 +194,15 @@ def guidance_res(case, grids: Mapping[str, str] | None = None) -> float:
 #: (:mod:`zssd_engine.samplers.subcell`, :func:`subcell_climatology`).
 SUBCELL_WEIGHT: float = 1.0
 SUBCELL_VARIABLES: tuple[str, ...] = ("t2m",)
+#: Terrain order of the sub-cell basis per GCM (absent: 1, land and elevation); 2 also constrains the curvature
+#: of t2m in height over relief (:func:`zssd_engine.samplers.subcell.subcell_basis`). Chosen per GCM on
+#: training-year cases (``benchmarks/bc_guidance.py --subcell 1 --subcell-order 1,2``).
+SUBCELL_TERRAIN_ORDER: dict[str, int] = {}
+
+
+def terrain_order_of(case) -> int:
+    """The sub-cell basis's terrain order for the case's GCM (:data:`SUBCELL_TERRAIN_ORDER`, default 1)."""
+    return SUBCELL_TERRAIN_ORDER.get(case.source_id, 1)
 
 
 def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarray]:
@@ -215,11 +225,12 @@ def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarr
 
 
 def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float | None = None,
-               subcell_weight: float | None = None) -> dict[str, Any]:
+               subcell_weight: float | None = None, subcell_terrain_order: int | None = None) -> dict[str, Any]:
     """Provenance of the correction for an output's attributes (trains it if needed).
 
     ``unified_res``: the guidance grid actually used (default :func:`guidance_res`); ``subcell_weight``:
-    the sub-cell term's λ actually used (default :data:`SUBCELL_WEIGHT`).
+    the sub-cell term's λ actually used (default :data:`SUBCELL_WEIGHT`); ``subcell_terrain_order``: its
+    basis's terrain order (default :func:`terrain_order_of`).
     """
     check_trainable(case)
     g = resolve_grids(grids)
@@ -227,13 +238,15 @@ def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float 
     periods = {train_bias_correction(case, g[v]).training_period for v in vs}
     res = guidance_res(case, grids) if unified_res is None else float(unified_res)
     lam = SUBCELL_WEIGHT if subcell_weight is None else float(subcell_weight)
-    sub = (f"; each cell's land/terrain contrast of {', '.join(SUBCELL_VARIABLES)} pulled toward the training "
+    order = terrain_order_of(case) if subcell_terrain_order is None else int(subcell_terrain_order)
+    sub = (f"; each cell's land/terrain contrast of {', '.join(SUBCELL_VARIABLES)}"
+           f"{' (with its curvature in height over relief)' if order == 2 else ''} pulled toward the training "
            f"period's climatology of the month and hour (sub-cell term, λ {lam:g})" if lam > 0 else "")
     return {"bias_correction": ("empirical quantile mapping per calendar month and cell (BCSD's BC step) before "
                                 f"UCG guidance on the unified {res:g}° grid; {_grid_text(g, vs)}{sub}"),
             "bias_correction_grid": ", ".join(f"{v}:{g[v]}" for v in vs),
             "bias_correction_training": "; ".join(sorted(periods)),
-            "unified_res": res, "subcell_weight": lam}
+            "unified_res": res, "subcell_weight": lam, "subcell_terrain_order": order if lam > 0 else 0}
 
 
 def _mapped(case, grid: str, variables: list[str]) -> xr.Dataset:

@@ -12,7 +12,7 @@ from zssd_engine.grids import era5_grid
 from zssd_engine.pipeline.case import parse_region
 from zssd_engine.samplers.observation import ucg_coarse_grid
 from zssd_engine.samplers.subcell import (
-    MIN_ELEV_STD_M, MIN_LAND_STD, SubcellObservation, SubcellTerm, cell_labels, subcell_basis,
+    MIN_ELEV_STD_M, MIN_LAND_STD, MIN_RELIEF_STD_M, SubcellObservation, SubcellTerm, cell_labels, subcell_basis,
 )
 from zssd_engine.samplers.zssd import zssd_observation
 from zssd_engine.statics import load_statics
@@ -67,6 +67,38 @@ def test_the_basis_projects_onto_each_cells_land_and_terrain_pattern(grids):
             assert np.abs(proj[m]).max() < 1e-12
             n_none += 1
     assert n_full >= 3 and n_none >= 3
+
+
+def test_the_second_order_row_adds_the_curvature_in_height_only_over_relief(grids):
+    """``terrain_order`` 2: in cells of enough relief a per-cell quadratic in height is reproduced exactly; in
+    flatter cells the basis is the first-order one; orders other than 1 and 2 are refused."""
+    fine, coarse, dem, land = grids
+    b1, b2 = subcell_basis(fine, coarse, dem, land), subcell_basis(fine, coarse, dem, land, terrain_order=2)
+    q1, _ = b1.dense()
+    q, w = b2.dense()
+    np.testing.assert_allclose(q @ q.T, np.eye(q.shape[0]), atol=1e-10)
+    assert w.mean() == pytest.approx(1.0) and q.shape[0] > q1.shape[0]
+    lab = cell_labels(fine, coarse)
+    rng = np.random.default_rng(2)
+    a, b, c = rng.normal(size=(3, lab.max() + 1))
+    h = np.asarray(dem, np.float64) / 1000.0  # as the basis computes it (the DEM is float32)
+    hc = h - np.bincount(lab.ravel(), h.ravel())[lab] / np.bincount(lab.ravel())[lab]  # height above the cell mean
+    pattern = a[lab] * land + b[lab] * h + c[lab] * hc ** 2
+    proj2 = (q.T @ (q @ pattern.ravel())).reshape(fine.shape)
+    proj1 = (q1.T @ (q1 @ pattern.ravel())).reshape(fine.shape)
+    n_curved = n_flat = 0
+    for k in np.unique(lab):
+        m = lab == k
+        if land[m].std() >= MIN_LAND_STD and dem[m].std() >= MIN_RELIEF_STD_M:
+            np.testing.assert_allclose(proj2[m], pattern[m] - pattern[m].mean(), atol=1e-9)
+            assert np.abs(proj1[m] - proj2[m]).max() > 1e-3  # the first-order basis misses the curvature
+            n_curved += 1
+        elif dem[m].std() < MIN_RELIEF_STD_M:  # no third row: the same projection as order 1
+            np.testing.assert_allclose(proj2[m], proj1[m], atol=1e-9)
+            n_flat += 1
+    assert n_curved >= 2 and n_flat >= 3
+    with pytest.raises(ValueError, match="terrain_order"):
+        subcell_basis(fine, coarse, dem, land, terrain_order=3)
 
 
 def test_the_term_is_zero_at_the_climatology_and_its_gradient_keeps_cell_means(grids):
@@ -124,3 +156,27 @@ def test_zssd_bc_records_the_weight_it_sampled_with():
     case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
     ds = P.run_method(case, "zssd-bc", prior=P.load_prior("tiny"), steps=2, members=2, subcell_weight=0.5)
     assert float(ds.attrs["subcell_weight"]) == 0.5
+
+
+def test_zssd_bc_takes_the_terrain_order_of_its_gcm_and_records_it(monkeypatch):
+    """The per-GCM :data:`SUBCELL_TERRAIN_ORDER` reaches the basis the sampler builds, and the attributes."""
+    import zssd_engine.bias_correction as bc
+    import zssd_engine.samplers.subcell as sc
+
+    seen = []
+
+    def spy(*a, **k):
+        seen.append(a[4] if len(a) > 4 else k.get("terrain_order", 1))
+        return subcell_basis(*a, **k)
+
+    monkeypatch.setattr(sc, "subcell_basis", spy)
+    monkeypatch.setitem(bc.SUBCELL_TERRAIN_ORDER, "MPI-ESM1-2-LR", 1)
+    case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
+    prior = P.load_prior("tiny")
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    assert seen == [1] and int(ds.attrs["subcell_terrain_order"]) == 1 and "curvature" not in ds.attrs["bias_correction"]
+    monkeypatch.setitem(bc.SUBCELL_TERRAIN_ORDER, "MPI-ESM1-2-LR", 2)
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 2 and "curvature" in ds.attrs["bias_correction"]
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, subcell_weight=0.0)
+    assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 0  # no term, no basis

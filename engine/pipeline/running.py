@@ -27,7 +27,8 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
 
     if method in BASELINES:
         raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
-    from ..bias_correction import BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res, subcell_climatology
+    from ..bias_correction import (BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res, subcell_climatology,
+                                   terrain_order_of)
 
     if method in BC_METHODS:  # correct Y's bias on its cells, then guide as usual (on finer unified cells)
         if BC_METHODS[method] == "zssd":
@@ -35,6 +36,7 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
             kw.setdefault("subcell_weight", SUBCELL_WEIGHT)
             if kw["subcell_weight"] > 0:  # the month's and hour's land/terrain contrast, from the same pairs
                 kw.setdefault("subcell_climatology", subcell_climatology(case))
+                kw.setdefault("subcell_terrain_order", terrain_order_of(case))
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if is_guided(method):  # None: the tuned ζ of this prior for this kind of input
@@ -68,8 +70,8 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
         guidance_scale = guidance_default(method, steps, prior, case)
     from ..bias_correction import BC_METHODS, bias_attrs
 
-    extra = (bias_attrs(case, unified_res=kw.get("unified_res"), subcell_weight=kw.get("subcell_weight"))
-             if method in BC_METHODS else {})
+    extra = (bias_attrs(case, unified_res=kw.get("unified_res"), subcell_weight=kw.get("subcell_weight"),
+                        subcell_terrain_order=kw.get("subcell_terrain_order")) if method in BC_METHODS else {})
     gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
     final = None
     try:

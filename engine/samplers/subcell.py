@@ -35,13 +35,15 @@ import torch
 from ..grids import LatLonGrid, lat_weights
 from .observation import Observation
 
-__all__ = ["MIN_LAND_STD", "MIN_ELEV_STD_M", "cell_labels", "SubcellBasis", "subcell_basis", "SubcellTerm",
-           "SubcellObservation"]
+__all__ = ["MIN_LAND_STD", "MIN_ELEV_STD_M", "MIN_RELIEF_STD_M", "cell_labels", "SubcellBasis", "subcell_basis",
+           "SubcellTerm", "SubcellObservation"]
 
 #: A cell's land fraction varying less than this (std over its pixels) gives no land–sea row.
 MIN_LAND_STD = 0.05
 #: A cell's elevation varying less than this (m, std over its pixels) gives no elevation row.
 MIN_ELEV_STD_M = 25.0
+#: With ``terrain_order`` 2, a cell's elevation varying at least this much (m) also gives a curvature row.
+MIN_RELIEF_STD_M = 150.0
 
 
 def cell_labels(fine: LatLonGrid, coarse: LatLonGrid) -> np.ndarray:
@@ -62,10 +64,10 @@ def cell_labels(fine: LatLonGrid, coarse: LatLonGrid) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class SubcellBasis:
-    """``Q`` stored per pixel: every pixel belongs to one cell, and each cell has at most two rows.
+    """``Q`` stored per pixel: every pixel belongs to one cell, and each cell has at most ``K`` rows (2 or 3).
 
-    ``labels`` ``(H·W,)``: the pixel's cell (``0..n−1``); ``values`` ``(2, H·W)``: the pixel's entry in its
-    cell's first and second row (0 where the cell has no such row); ``weights`` ``(2, n)``: cos φ of the
+    ``labels`` ``(H·W,)``: the pixel's cell (``0..n−1``); ``values`` ``(K, H·W)``: the pixel's entry in its
+    cell's rows (0 where the cell has no such row); ``weights`` ``(K, n)``: cos φ of the
     cell for every row that exists (0 otherwise), mean 1 over the rows.  Memory grows with the pixels, not
     with pixels × rows as a dense ``Q`` would (a 64° box at 2.5°: hundreds of rows of 65 536 pixels).
     """
@@ -79,9 +81,9 @@ class SubcellBasis:
         return int(np.count_nonzero(self.weights))
 
     def coefficients(self, x: np.ndarray) -> np.ndarray:
-        """``Q x`` as ``(2, n)`` (0 where a cell has no such row) for one field ``x`` ``(H·W,)``."""
+        """``Q x`` as ``(K, n)`` (0 where a cell has no such row) for one field ``x`` ``(H·W,)``."""
         n = self.weights.shape[1]
-        return np.stack([np.bincount(self.labels, self.values[k] * x, minlength=n) for k in range(2)])
+        return np.stack([np.bincount(self.labels, v * x, minlength=n) for v in self.values])
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows of ``Q`` ``(K, H·W)`` and each row's weight ``(K,)`` (for inspection and tests)."""
@@ -90,29 +92,43 @@ class SubcellBasis:
         return rows, self.weights[k, c]
 
 
-def subcell_basis(fine: LatLonGrid, coarse: LatLonGrid, dem: np.ndarray, land: np.ndarray) -> SubcellBasis:
+def subcell_basis(fine: LatLonGrid, coarse: LatLonGrid, dem: np.ndarray, land: np.ndarray,
+                  terrain_order: int = 1) -> SubcellBasis:
     """``Q`` for ``fine``'s pixels grouped by ``coarse``'s cells, with the cos φ weight of each row (mean 1).
 
     Per cell: the land fraction and the elevation, centred on the cell's pixels, each kept only if it
     varies (:data:`MIN_LAND_STD`, :data:`MIN_ELEV_STD_M`), then orthonormalised (QR).  The rows of one
     cell are orthonormal and orthogonal to the constant, and cells do not overlap, so ``Qᵀ Q`` is the
     orthogonal projection onto the land/terrain-aligned part of every cell's pattern.
+
+    ``terrain_order`` 2 adds, in cells whose elevation varies by at least :data:`MIN_RELIEF_STD_M`, the
+    square of the cell-centred elevation: a temperature that is not linear in height (a warm slope above a
+    cool marine layer, a cold valley floor under a night-time inversion).
     """
+    if terrain_order not in (1, 2):
+        raise ValueError(f"terrain_order must be 1 (land, elevation) or 2 (also elevation²), got {terrain_order!r}")
     cells, labels = np.unique(cell_labels(fine, coarse).ravel(), return_inverse=True)
-    feats = np.stack([np.asarray(land, np.float64).ravel(), np.asarray(dem, np.float64).ravel() / 1000.0], 1)
-    mins = np.array([MIN_LAND_STD, MIN_ELEV_STD_M / 1000.0])
+    elev = np.asarray(dem, np.float64).ravel() / 1000.0
+    feats = [np.asarray(land, np.float64).ravel(), elev]
+    mins = [MIN_LAND_STD, MIN_ELEV_STD_M / 1000.0]
+    if terrain_order == 2:  # the elevation again: centred and squared per cell below
+        feats.append(elev)
+        mins.append(MIN_RELIEF_STD_M / 1000.0)
+    feats, mins = np.stack(feats, 1), np.asarray(mins)
     cos = np.broadcast_to(lat_weights(fine.lat)[:, None], fine.shape).ravel()
-    values = np.zeros((2, labels.size))
-    weights = np.zeros((2, cells.size))
+    values = np.zeros((len(mins), labels.size))
+    weights = np.zeros((len(mins), cells.size))
     for c in range(cells.size):
         idx = np.flatnonzero(labels == c)
         f = feats[idx] - feats[idx].mean(0)
         keep = f.std(0) >= mins
+        if terrain_order == 2:  # (h − h̄)², centred: the cell's curvature in height
+            f[:, 2] = f[:, 2] ** 2 - (f[:, 2] ** 2).mean()
         if not keep.any() or idx.size < 3:
             continue
         q, r = np.linalg.qr(f[:, keep])
         ok = np.flatnonzero(np.abs(np.diag(r)) > 1e-6 * np.sqrt(idx.size))
-        for row, k in enumerate(ok):  # a cell's rows fill slots 0, 1 in order
+        for row, k in enumerate(ok):  # a cell's rows fill slots 0, 1, … in order
             values[row, idx] = q[:, k]
             weights[row, c] = cos[idx].mean()
     if weights.any():
@@ -125,17 +141,17 @@ class SubcellTerm:
     """``λ ‖W_c^{1/2}(Q x̂0[c] − Q clim[c])‖`` over the constrained channels ``c`` (normalised units)."""
 
     labels: torch.Tensor     # (H*W,) cell of each pixel (:class:`SubcellBasis`)
-    values: torch.Tensor     # (2, H*W) each pixel's entry in its cell's two rows
-    target: torch.Tensor     # (len(channels), 2, n): Q applied to each channel's normalised climatology
+    values: torch.Tensor     # (K, H*W) each pixel's entry in its cell's K rows
+    target: torch.Tensor     # (len(channels), K, n): Q applied to each channel's normalised climatology
     channels: tuple[int, ...]
-    weights: torch.Tensor    # (2, n), 0 where a cell has no such row
+    weights: torch.Tensor    # (K, n), 0 where a cell has no such row
     weight: float            # λ
 
     @classmethod
     def build(cls, prior, fine: LatLonGrid, coarse: LatLonGrid, climatology: dict[str, np.ndarray],
-              dem: np.ndarray, land: np.ndarray, weight: float) -> "SubcellTerm":
+              dem: np.ndarray, land: np.ndarray, weight: float, terrain_order: int = 1) -> "SubcellTerm":
         """The term for ``climatology`` (variable → physical ``(H, W)`` field on ``fine``)."""
-        basis = subcell_basis(fine, coarse, dem, land)
+        basis = subcell_basis(fine, coarse, dem, land, terrain_order)
         chans = tuple(prior.variables.index(v) for v in climatology if v in prior.variables)
         # Q is orthogonal to constants, so Q normalize(x) = Q x / std: only the scale matters.
         ones = torch.ones((1, len(prior.variables), 1, 1), device=prior.device)
@@ -157,9 +173,9 @@ class SubcellTerm:
         """``‖W_c^{1/2}(Q x̂0[c] − target)‖²`` per member ``(B,)`` (not yet multiplied by λ²)."""
         if not self.channels or self.n_rows == 0:
             return torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device)
-        xs = x0[:, list(self.channels)].flatten(2)[:, :, None, :] * self.values  # (B, c, 2, H*W)
+        xs = x0[:, list(self.channels)].flatten(2)[:, :, None, :] * self.values  # (B, c, K, H*W)
         coeff = xs.new_zeros((*xs.shape[:3], self.weights.shape[1])).index_add_(3, self.labels, xs)
-        r = (coeff - self.target) * self.weights.sqrt()                          # (B, c, 2, n)
+        r = (coeff - self.target) * self.weights.sqrt()                          # (B, c, K, n)
         return r.pow(2).flatten(1).sum(1)
 
 

@@ -41,12 +41,14 @@ __all__ = ["zssd_observation", "sample_zssd"]
 
 
 def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None,
-                     subcell_climatology: dict | None = None, subcell_weight: float = 0.0) -> Observation:
+                     subcell_climatology: dict | None = None, subcell_weight: float = 0.0,
+                     subcell_terrain_order: int = 1) -> Observation:
     """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field.
 
     With ``subcell_climatology`` (variable → physical ``(H, W)`` climatology on ``fine``) and
     ``subcell_weight`` λ > 0, the observation also pulls each unified cell's land/terrain contrast toward
-    the climatology's (:class:`~zssd_engine.samplers.subcell.SubcellObservation`).
+    the climatology's (:class:`~zssd_engine.samplers.subcell.SubcellObservation`); ``subcell_terrain_order``
+    2 adds a row for the curvature of temperature with height (:func:`~zssd_engine.samplers.subcell.subcell_basis`).
     """
     coarse = ucg_coarse_grid(fine, unified_res)
     native = gcm_grid_of(gcm)
@@ -66,7 +68,8 @@ def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float 
         from .subcell import SubcellObservation, SubcellTerm
 
         dem, land = load_statics().region(fine)
-        term = SubcellTerm.build(prior, fine, coarse, subcell_climatology, dem, land, subcell_weight)
+        term = SubcellTerm.build(prior, fine, coarse, subcell_climatology, dem, land, subcell_weight,
+                                 subcell_terrain_order)
         obs = SubcellObservation(obs, term)
     return obs
 
@@ -76,7 +79,8 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
                 guidance_schedule: str = "constant", eta: float = 1.0,
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
                 min_alpha_bar: float | None = None, guide_mean: bool = False,
-                subcell_climatology: dict | None = None, subcell_weight: float = 0.0) -> Iterator[StepState]:
+                subcell_climatology: dict | None = None, subcell_weight: float = 0.0,
+                subcell_terrain_order: int = 1) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -109,9 +113,10 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Guide the ensemble mean, not each member (a monthly-mean ``gcm`` with members drawn at times
         spread over the month, each with its own ``static``/``time_feats`` row); see
         :func:`zssd_engine.samplers.guidance.guided_loop`.
-    subcell_climatology, subcell_weight
+    subcell_climatology, subcell_weight, subcell_terrain_order
         A climatological constraint on each unified cell's land/terrain contrast (variable → physical
-        ``(H, W)`` field on ``fine``) and its weight λ (0: off); :mod:`zssd_engine.samplers.subcell`.
+        ``(H, W)`` field on ``fine``), its weight λ (0: off) and whether it also constrains the curvature in
+        height (2) or not (1); :mod:`zssd_engine.samplers.subcell`.
 
     Returns
     -------
@@ -120,7 +125,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     """
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
-    obs = zssd_observation(prior, gcm, fine, unified_res, subcell_climatology, subcell_weight)
+    obs = zssd_observation(prior, gcm, fine, unified_res, subcell_climatology, subcell_weight, subcell_terrain_order)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
                       min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)
