@@ -94,6 +94,9 @@ def main(argv=None) -> int:
     ap.add_argument("--subcell-order", default="1",
                     help="terrain orders of the sub-cell basis to run at each λ: 1 (land, elevation), 2 (also "
                          "elevation², zssd_engine.samplers.subcell.subcell_basis); comma-separated")
+    ap.add_argument("--subcell-res", default="",
+                    help="cells of the sub-cell term to run at each λ and order: resolutions (°) dividing the "
+                         "guidance cells', e.g. 2.5,1.25 (comma-separated; default: the guidance cells)")
     ap.add_argument("--no-fine", action="store_true",
                     help="skip the fine-grid row without the sub-cell term (only the --subcell rows)")
     ap.add_argument("--relief-cells", type=int, default=0,
@@ -113,6 +116,7 @@ def main(argv=None) -> int:
     subcell = [float(f) for f in args.subcell.split(",") if f.strip()]
     sc_vars = tuple(v.strip() for v in args.subcell_vars.split(",") if v.strip())
     orders = [int(o) for o in args.subcell_order.split(",") if o.strip()]
+    cell_res = [float(r) for r in args.subcell_res.split(",") if r.strip()] or [args.unified_res]
     run = dict(prior=prior, steps=args.steps, members=args.members)
     t0, per = time.time(), {}
     for col in args.columns.split(","):
@@ -132,11 +136,14 @@ def main(argv=None) -> int:
                                                                  **run), case)
             for lam in subcell:  # the month's land/terrain contrast as a second, weaker observation
                 for order in orders:
-                    tag = f"{fine_tag} sub-cell({args.subcell_vars}) λ{lam:g}" + (" +elev²" if order == 2 else "")
-                    rows[tag] = scores(P.run_method(
-                        case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
-                        subcell_climatology=subcell_climatology(case, sc_vars), subcell_terrain_order=order,
-                        **run), case)
+                    for res in cell_res:
+                        tag = (f"{fine_tag} sub-cell({args.subcell_vars}) λ{lam:g}"
+                               + (" +elev²" if order == 2 else "")
+                               + (f" on {res:g}° cells" if res != args.unified_res else ""))
+                        rows[tag] = scores(P.run_method(
+                            case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
+                            subcell_climatology=subcell_climatology(case, sc_vars), subcell_terrain_order=order,
+                            subcell_res=res, **run), case)
             if not args.no_dps:
                 rows["dps-bc"] = scores(P.run_method(bias_corrected_case(case), "dps", seed=args.seed + i, **run),
                                         case)

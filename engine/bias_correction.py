@@ -54,9 +54,9 @@ from .grids import unified_grid
 from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "SUBCELL_WEIGHT",
-           "SUBCELL_VARIABLES", "SUBCELL_TERRAIN_ORDER", "bias_attrs", "guidance_res", "subcell_climatology",
-           "terrain_order_of", "check_grid", "check_trainable", "resolve_grids", "unified_field",
-           "train_bias_correction", "bias_corrected_case"]
+           "SUBCELL_VARIABLES", "SUBCELL_TERRAIN_ORDER", "SUBCELL_RES", "bias_attrs", "guidance_res",
+           "subcell_climatology", "terrain_order_of", "subcell_res_of", "check_grid", "check_trainable",
+           "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
@@ -198,11 +198,19 @@ SUBCELL_VARIABLES: tuple[str, ...] = ("t2m",)
 #: of t2m in height over relief (:func:`zssd_engine.samplers.subcell.subcell_basis`). Chosen per GCM on
 #: training-year cases (``benchmarks/bc_guidance.py --subcell 1 --subcell-order 1,2``).
 SUBCELL_TERRAIN_ORDER: dict[str, int] = {}
+#: Resolution (°) of the cells the sub-cell term acts on, per GCM (absent: the guidance cells); a finer one
+#: nests in them (``benchmarks/bc_guidance.py --subcell 1 --subcell-res 1.25``).
+SUBCELL_RES: dict[str, float] = {}
 
 
 def terrain_order_of(case) -> int:
     """The sub-cell basis's terrain order for the case's GCM (:data:`SUBCELL_TERRAIN_ORDER`, default 1)."""
     return SUBCELL_TERRAIN_ORDER.get(case.source_id, 1)
+
+
+def subcell_res_of(case) -> float | None:
+    """The sub-cell term's cell size for the case's GCM (:data:`SUBCELL_RES`; ``None``: the guidance cells)."""
+    return SUBCELL_RES.get(case.source_id)
 
 
 def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarray]:
@@ -225,12 +233,14 @@ def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarr
 
 
 def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float | None = None,
-               subcell_weight: float | None = None, subcell_terrain_order: int | None = None) -> dict[str, Any]:
+               subcell_weight: float | None = None, subcell_terrain_order: int | None = None,
+               subcell_res: float | None = None) -> dict[str, Any]:
     """Provenance of the correction for an output's attributes (trains it if needed).
 
     ``unified_res``: the guidance grid actually used (default :func:`guidance_res`); ``subcell_weight``:
     the sub-cell term's λ actually used (default :data:`SUBCELL_WEIGHT`); ``subcell_terrain_order``: its
-    basis's terrain order (default :func:`terrain_order_of`).
+    basis's terrain order (default :func:`terrain_order_of`); ``subcell_res``: the term's cells (default
+    :func:`subcell_res_of`, else the guidance cells).
     """
     check_trainable(case)
     g = resolve_grids(grids)
@@ -239,14 +249,18 @@ def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float 
     res = guidance_res(case, grids) if unified_res is None else float(unified_res)
     lam = SUBCELL_WEIGHT if subcell_weight is None else float(subcell_weight)
     order = terrain_order_of(case) if subcell_terrain_order is None else int(subcell_terrain_order)
+    cells = subcell_res_of(case) if subcell_res is None else float(subcell_res)
+    cells = res if cells is None else cells
     sub = (f"; each cell's land/terrain contrast of {', '.join(SUBCELL_VARIABLES)}"
            f"{' (with its curvature in height over relief)' if order == 2 else ''} pulled toward the training "
-           f"period's climatology of the month and hour (sub-cell term, λ {lam:g})" if lam > 0 else "")
+           f"period's climatology of the month and hour (sub-cell term, λ {lam:g}, on {cells:g}° cells)"
+           if lam > 0 else "")
     return {"bias_correction": ("empirical quantile mapping per calendar month and cell (BCSD's BC step) before "
                                 f"UCG guidance on the unified {res:g}° grid; {_grid_text(g, vs)}{sub}"),
             "bias_correction_grid": ", ".join(f"{v}:{g[v]}" for v in vs),
             "bias_correction_training": "; ".join(sorted(periods)),
-            "unified_res": res, "subcell_weight": lam, "subcell_terrain_order": order if lam > 0 else 0}
+            "unified_res": res, "subcell_weight": lam, "subcell_terrain_order": order if lam > 0 else 0,
+            "subcell_res": cells if lam > 0 else 0.0}
 
 
 def _mapped(case, grid: str, variables: list[str]) -> xr.Dataset:

@@ -174,9 +174,43 @@ def test_zssd_bc_takes_the_terrain_order_of_its_gcm_and_records_it(monkeypatch):
     case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
     prior = P.load_prior("tiny")
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
-    assert seen == [1] and int(ds.attrs["subcell_terrain_order"]) == 1 and "curvature" not in ds.attrs["bias_correction"]
+    assert seen == [1] and int(ds.attrs["subcell_terrain_order"]) == 1
+    assert "curvature" not in ds.attrs["bias_correction"]
     monkeypatch.setitem(bc.SUBCELL_TERRAIN_ORDER, "MPI-ESM1-2-LR", 2)
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
-    assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 2 and "curvature" in ds.attrs["bias_correction"]
+    assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 2
+    assert "curvature" in ds.attrs["bias_correction"]
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, subcell_weight=0.0)
     assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 0  # no term, no basis
+
+
+def test_the_term_on_finer_nested_cells_keeps_the_guidance_cell_means(monkeypatch):
+    """``subcell_res`` 1.25° under 2.5° guidance: more rows, still no pull on any guidance cell's mean; a size
+    that does not divide the guidance cells is refused; the per-GCM :data:`SUBCELL_RES` reaches the attributes."""
+    import zssd_engine.bias_correction as bc
+
+    case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
+    prior = P.load_prior("tiny")
+    clim = bc.subcell_climatology(case)
+    on_guidance = zssd_observation(prior, case.gcm, case.fine, 2.5, clim, 1.0)
+    finer = zssd_observation(prior, case.gcm, case.fine, 2.5, clim, 1.0, subcell_res=1.25)
+    for obs, res in ((on_guidance, 2.5), (finer, 1.25)):  # the term's rows live on the cells of res
+        cells = np.unique(cell_labels(case.fine, ucg_coarse_grid(case.fine, res))).size
+        assert int(obs.subcell.labels.max()) + 1 == cells
+    assert finer.subcell.n_rows > on_guidance.subcell.n_rows
+    x = torch.randn((1, len(prior.variables), *case.fine.shape), generator=torch.Generator().manual_seed(2))
+    x.requires_grad_(True)
+    (g,) = torch.autograd.grad(finer.subcell.misfit(x).sum(), x)
+    c = prior.variables.index("t2m")
+    for res in (2.5, 1.25):  # the guidance cells, and the term's own
+        lab = torch.as_tensor(cell_labels(case.fine, ucg_coarse_grid(case.fine, res))).ravel()
+        sums = torch.zeros(int(lab.max()) + 1).index_add_(0, lab, g[0, c].flatten())
+        assert float(sums.abs().max()) < 1e-4 * float(g[0, c].abs().sum())
+    with pytest.raises(ValueError, match="must divide the guidance cells' 2.5°"):
+        zssd_observation(prior, case.gcm, case.fine, 2.5, clim, 1.0, subcell_res=2.0)
+    monkeypatch.setitem(bc.SUBCELL_RES, "MPI-ESM1-2-LR", 1.25)
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    assert float(ds.attrs["subcell_res"]) == 1.25 and "on 1.25° cells" in ds.attrs["bias_correction"]
+    monkeypatch.delitem(bc.SUBCELL_RES, "MPI-ESM1-2-LR")
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    assert float(ds.attrs["subcell_res"]) == float(ds.attrs["unified_res"])

@@ -28,7 +28,7 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
     if method in BASELINES:
         raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
     from ..bias_correction import (BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res, subcell_climatology,
-                                   terrain_order_of)
+                                   subcell_res_of, terrain_order_of)
 
     if method in BC_METHODS:  # correct Y's bias on its cells, then guide as usual (on finer unified cells)
         if BC_METHODS[method] == "zssd":
@@ -37,6 +37,7 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
             if kw["subcell_weight"] > 0:  # the month's and hour's land/terrain contrast, from the same pairs
                 kw.setdefault("subcell_climatology", subcell_climatology(case))
                 kw.setdefault("subcell_terrain_order", terrain_order_of(case))
+                kw.setdefault("subcell_res", subcell_res_of(case))
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if is_guided(method):  # None: the tuned ζ of this prior for this kind of input
@@ -71,7 +72,8 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
     from ..bias_correction import BC_METHODS, bias_attrs
 
     extra = (bias_attrs(case, unified_res=kw.get("unified_res"), subcell_weight=kw.get("subcell_weight"),
-                        subcell_terrain_order=kw.get("subcell_terrain_order")) if method in BC_METHODS else {})
+                        subcell_terrain_order=kw.get("subcell_terrain_order"), subcell_res=kw.get("subcell_res"))
+             if method in BC_METHODS else {})
     gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
     final = None
     try:

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import torch
 
-from ..grids import LatLonGrid
+from ..grids import UNIFIED_RES, LatLonGrid
 from ..operators import bilinear, conservative, ucg_operator
 from .contract import X0_CLIP, Denoiser, StepState
 from .guidance import check_guidance_schedule, run_guided
@@ -42,13 +42,15 @@ __all__ = ["zssd_observation", "sample_zssd"]
 
 def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None,
                      subcell_climatology: dict | None = None, subcell_weight: float = 0.0,
-                     subcell_terrain_order: int = 1) -> Observation:
+                     subcell_terrain_order: int = 1, subcell_res: float | None = None) -> Observation:
     """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field.
 
     With ``subcell_climatology`` (variable → physical ``(H, W)`` climatology on ``fine``) and
     ``subcell_weight`` λ > 0, the observation also pulls each unified cell's land/terrain contrast toward
     the climatology's (:class:`~zssd_engine.samplers.subcell.SubcellObservation`); ``subcell_terrain_order``
-    2 adds a row for the curvature of temperature with height (:func:`~zssd_engine.samplers.subcell.subcell_basis`).
+    2 adds a row for the curvature of temperature with height (:func:`~zssd_engine.samplers.subcell.subcell_basis`);
+    ``subcell_res`` puts the term on finer unified cells than the guidance's (nested in them, so the term still
+    leaves every guidance cell's mean alone; default: the guidance cells).
     """
     coarse = ucg_coarse_grid(fine, unified_res)
     native = gcm_grid_of(gcm)
@@ -68,10 +70,20 @@ def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float 
         from .subcell import SubcellObservation, SubcellTerm
 
         dem, land = load_statics().region(fine)
-        term = SubcellTerm.build(prior, fine, coarse, subcell_climatology, dem, land, subcell_weight,
+        cells = coarse if subcell_res is None else _nested_cells(fine, unified_res or UNIFIED_RES, subcell_res)
+        term = SubcellTerm.build(prior, fine, cells, subcell_climatology, dem, land, subcell_weight,
                                  subcell_terrain_order)
         obs = SubcellObservation(obs, term)
     return obs
+
+
+def _nested_cells(fine: LatLonGrid, guidance_res: float, res: float) -> LatLonGrid:
+    """Unified cells of ``res`` nested in the guidance cells of ``guidance_res`` (a multiple of ``res``)."""
+    ratio = guidance_res / res if res > 0 else 0.0
+    if round(ratio) < 1 or abs(ratio - round(ratio)) > 1e-6:
+        raise ValueError(f"subcell_res {res:g}° must divide the guidance cells' {guidance_res:g}° (e.g. "
+                         f"{guidance_res / 2:g}°), so that the sub-cell term leaves every guidance cell's mean alone")
+    return ucg_coarse_grid(fine, res)
 
 
 def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, steps: int = 100,
@@ -80,7 +92,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
                 min_alpha_bar: float | None = None, guide_mean: bool = False,
                 subcell_climatology: dict | None = None, subcell_weight: float = 0.0,
-                subcell_terrain_order: int = 1) -> Iterator[StepState]:
+                subcell_terrain_order: int = 1, subcell_res: float | None = None) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -113,10 +125,11 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         Guide the ensemble mean, not each member (a monthly-mean ``gcm`` with members drawn at times
         spread over the month, each with its own ``static``/``time_feats`` row); see
         :func:`zssd_engine.samplers.guidance.guided_loop`.
-    subcell_climatology, subcell_weight, subcell_terrain_order
+    subcell_climatology, subcell_weight, subcell_terrain_order, subcell_res
         A climatological constraint on each unified cell's land/terrain contrast (variable → physical
-        ``(H, W)`` field on ``fine``), its weight λ (0: off) and whether it also constrains the curvature in
-        height (2) or not (1); :mod:`zssd_engine.samplers.subcell`.
+        ``(H, W)`` field on ``fine``), its weight λ (0: off), whether it also constrains the curvature in
+        height (2) or not (1), and the cells it acts on (default: the guidance's; a finer resolution must
+        divide theirs); :mod:`zssd_engine.samplers.subcell`.
 
     Returns
     -------
@@ -125,7 +138,8 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     """
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
-    obs = zssd_observation(prior, gcm, fine, unified_res, subcell_climatology, subcell_weight, subcell_terrain_order)
+    obs = zssd_observation(prior, gcm, fine, unified_res, subcell_climatology, subcell_weight, subcell_terrain_order,
+                           subcell_res)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
                       min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)
