@@ -54,8 +54,7 @@ from .grids import unified_grid
 from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "SUBCELL_WEIGHT",
-           "SUBCELL_VARIABLES", "SUBCELL_TERRAIN_ORDER", "SUBCELL_RES", "bias_attrs", "guidance_res",
-           "subcell_climatology", "terrain_order_of", "subcell_res_of", "check_grid", "check_trainable",
+           "SUBCELL_VARIABLES", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid", "check_trainable",
            "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
@@ -194,23 +193,6 @@ def guidance_res(case, grids: Mapping[str, str] | None = None) -> float:
 #: (:mod:`zssd_engine.samplers.subcell`, :func:`subcell_climatology`).
 SUBCELL_WEIGHT: float = 1.0
 SUBCELL_VARIABLES: tuple[str, ...] = ("t2m",)
-#: Terrain order of the sub-cell basis per GCM (absent: 1, land and elevation); 2 also constrains the curvature
-#: of t2m in height over relief (:func:`zssd_engine.samplers.subcell.subcell_basis`). Chosen per GCM on
-#: training-year cases (``benchmarks/bc_guidance.py --subcell 1 --subcell-order 1,2``).
-SUBCELL_TERRAIN_ORDER: dict[str, int] = {}
-#: Resolution (°) of the cells the sub-cell term acts on, per GCM (absent: the guidance cells); a finer one
-#: nests in them (``benchmarks/bc_guidance.py --subcell 1 --subcell-res 1.25``).
-SUBCELL_RES: dict[str, float] = {}
-
-
-def terrain_order_of(case) -> int:
-    """The sub-cell basis's terrain order for the case's GCM (:data:`SUBCELL_TERRAIN_ORDER`, default 1)."""
-    return SUBCELL_TERRAIN_ORDER.get(case.source_id, 1)
-
-
-def subcell_res_of(case) -> float | None:
-    """The sub-cell term's cell size for the case's GCM (:data:`SUBCELL_RES`; ``None``: the guidance cells)."""
-    return SUBCELL_RES.get(case.source_id)
 
 
 def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarray]:
@@ -239,8 +221,8 @@ def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float 
 
     ``unified_res``: the guidance grid actually used (default :func:`guidance_res`); ``subcell_weight``:
     the sub-cell term's λ actually used (default :data:`SUBCELL_WEIGHT`); ``subcell_terrain_order``: its
-    basis's terrain order (default :func:`terrain_order_of`); ``subcell_res``: the term's cells (default
-    :func:`subcell_res_of`, else the guidance cells).
+    basis's terrain order (default 1); ``subcell_res``: its cells (default: the guidance cells).  Order 2 and
+    finer cells are sampler options for experiments (``benchmarks/bc_guidance.py``), not defaults.
     """
     check_trainable(case)
     g = resolve_grids(grids)
@@ -248,9 +230,8 @@ def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float 
     periods = {train_bias_correction(case, g[v]).training_period for v in vs}
     res = guidance_res(case, grids) if unified_res is None else float(unified_res)
     lam = SUBCELL_WEIGHT if subcell_weight is None else float(subcell_weight)
-    order = terrain_order_of(case) if subcell_terrain_order is None else int(subcell_terrain_order)
-    cells = subcell_res_of(case) if subcell_res is None else float(subcell_res)
-    cells = res if cells is None else cells
+    order = 1 if subcell_terrain_order is None else int(subcell_terrain_order)
+    cells = res if subcell_res is None else float(subcell_res)
     sub = (f"; each cell's land/terrain contrast of {', '.join(SUBCELL_VARIABLES)}"
            f"{' (with its curvature in height over relief)' if order == 2 else ''} pulled toward the training "
            f"period's climatology of the month and hour (sub-cell term, λ {lam:g}, on {cells:g}° cells)"

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -188,3 +189,30 @@ def test_method_parts_merge_into_the_whole_runs_table(tmp_path, tiny):
     for k in ("results", "rank_hist", "results_by_members", "per_case", "paired"):
         assert _without_timing(merged[k]) == _without_timing(whole[k]), k
     assert merged["paired"]["baseline"]["t2m"] == "lapse" and "zssd" in merged["paired"]["t2m"]
+
+
+def test_bc_guidance_case_sets_keep_to_training_years_and_their_boxes():
+    """The ``bc_guidance`` case sets that choose sub-cell options: training years only, never a time the
+    correction trains on, in the boxes asked for; relief boxes do have the relief cells asked for."""
+    import bc_guidance
+    from bc_grid import is_correction_training_time
+
+    from zssd_engine import pipeline as P
+    from zssd_engine.demo_world import HELDOUT_YEARS
+    from zssd_engine.grids import era5_grid
+    from zssd_engine.samplers.observation import ucg_coarse_grid
+    from zssd_engine.samplers.subcell import MIN_RELIEF_STD_M, cell_labels
+    from zssd_engine.statics import load_statics
+
+    boxes = "-22.25,9.75,-94.5,-62.5;-51.5,-19.5,-78.5,-46.5"
+    cases = bc_guidance.box_training_cases(boxes, 3, seed=0)
+    assert [c.name for c in cases] == [f"train-box{b}-{k:02d}" for b in (1, 2) for k in (1, 2, 3)]
+    assert [c.region.as_text() for c in cases] == [b for b in boxes.split(";") for _ in range(3)]
+    assert all(c.time.year not in HELDOUT_YEARS and not is_correction_training_time(c.time) for c in cases)
+    assert cases == bc_guidance.box_training_cases(boxes, 3, seed=0)  # seeded
+    (relief,) = bc_guidance.relief_training_cases(1, 0, 64, P.get_world(0), 4, 2.5)
+    fine = era5_grid().select(relief.region)[0]
+    lab = cell_labels(fine, ucg_coarse_grid(fine, 2.5))
+    dem = load_statics().region(fine)[0]
+    relief_cells = sum(dem[lab == c].std() >= MIN_RELIEF_STD_M for c in np.unique(lab))
+    assert relief.time.year not in HELDOUT_YEARS and relief_cells >= 4

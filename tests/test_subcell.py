@@ -158,9 +158,8 @@ def test_zssd_bc_records_the_weight_it_sampled_with():
     assert float(ds.attrs["subcell_weight"]) == 0.5
 
 
-def test_zssd_bc_takes_the_terrain_order_of_its_gcm_and_records_it(monkeypatch):
-    """The per-GCM :data:`SUBCELL_TERRAIN_ORDER` reaches the basis the sampler builds, and the attributes."""
-    import zssd_engine.bias_correction as bc
+def test_zssd_bc_passes_the_terrain_order_to_the_basis_and_records_it(monkeypatch):
+    """``subcell_terrain_order`` (default 1) reaches the basis the sampler builds, and the attributes."""
     import zssd_engine.samplers.subcell as sc
 
     seen = []
@@ -170,23 +169,21 @@ def test_zssd_bc_takes_the_terrain_order_of_its_gcm_and_records_it(monkeypatch):
         return subcell_basis(*a, **k)
 
     monkeypatch.setattr(sc, "subcell_basis", spy)
-    monkeypatch.setitem(bc.SUBCELL_TERRAIN_ORDER, "MPI-ESM1-2-LR", 1)
     case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
     prior = P.load_prior("tiny")
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
     assert seen == [1] and int(ds.attrs["subcell_terrain_order"]) == 1
     assert "curvature" not in ds.attrs["bias_correction"]
-    monkeypatch.setitem(bc.SUBCELL_TERRAIN_ORDER, "MPI-ESM1-2-LR", 2)
-    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, subcell_terrain_order=2)
     assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 2
     assert "curvature" in ds.attrs["bias_correction"]
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, subcell_weight=0.0)
     assert seen == [1, 2] and int(ds.attrs["subcell_terrain_order"]) == 0  # no term, no basis
 
 
-def test_the_term_on_finer_nested_cells_keeps_the_guidance_cell_means(monkeypatch):
+def test_the_term_on_finer_nested_cells_keeps_the_guidance_cell_means():
     """``subcell_res`` 1.25° under 2.5° guidance: more rows, still no pull on any guidance cell's mean; a size
-    that does not divide the guidance cells is refused; the per-GCM :data:`SUBCELL_RES` reaches the attributes."""
+    that does not divide the guidance cells is refused; the cells used reach the attributes."""
     import zssd_engine.bias_correction as bc
 
     case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
@@ -208,9 +205,7 @@ def test_the_term_on_finer_nested_cells_keeps_the_guidance_cell_means(monkeypatc
         assert float(sums.abs().max()) < 1e-4 * float(g[0, c].abs().sum())
     with pytest.raises(ValueError, match="must divide the guidance cells' 2.5°"):
         zssd_observation(prior, case.gcm, case.fine, 2.5, clim, 1.0, subcell_res=2.0)
-    monkeypatch.setitem(bc.SUBCELL_RES, "MPI-ESM1-2-LR", 1.25)
-    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, subcell_res=1.25)
     assert float(ds.attrs["subcell_res"]) == 1.25 and "on 1.25° cells" in ds.attrs["bias_correction"]
-    monkeypatch.delitem(bc.SUBCELL_RES, "MPI-ESM1-2-LR")
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
     assert float(ds.attrs["subcell_res"]) == float(ds.attrs["unified_res"])

@@ -27,8 +27,7 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
 
     if method in BASELINES:
         raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
-    from ..bias_correction import (BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res, subcell_climatology,
-                                   subcell_res_of, terrain_order_of)
+    from ..bias_correction import BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res, subcell_climatology
 
     if method in BC_METHODS:  # correct Y's bias on its cells, then guide as usual (on finer unified cells)
         if BC_METHODS[method] == "zssd":
@@ -36,8 +35,6 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
             kw.setdefault("subcell_weight", SUBCELL_WEIGHT)
             if kw["subcell_weight"] > 0:  # the month's and hour's land/terrain contrast, from the same pairs
                 kw.setdefault("subcell_climatology", subcell_climatology(case))
-                kw.setdefault("subcell_terrain_order", terrain_order_of(case))
-                kw.setdefault("subcell_res", subcell_res_of(case))
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if is_guided(method):  # None: the tuned ζ of this prior for this kind of input
