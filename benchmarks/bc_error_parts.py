@@ -13,7 +13,8 @@ orthogonal parts:
 Each part's cos φ weighted RMS (K; the squares add up to the total's), for ``zssd-bc`` at its default
 configuration, for BCSD, and for zssd-bc's guidance target itself (the corrected GCM field's unified-cell
 means, flat over each cell: its cell-mean part is the floor the guidance can reach, its other parts are the
-reference's own within-cell detail), on the same cases as :mod:`bc_guidance` (``--boxes``, ``--relief-cells`` or the
+reference's own within-cell detail), regridded from the GCM's cells as is (``target``) and as an anomaly from
+the training climatology (``target (anomaly)``, :func:`zssd_engine.samplers.observation.coarse_means`), on the same cases as :mod:`bc_guidance` (``--boxes``, ``--relief-cells`` or the
 usual training-year cases).  Nothing here is a held-out score.
 
     python benchmarks/bc_error_parts.py --columns IPSL-CM6A-LR --boxes=<lat0,lat1,lon0,lon1;…> --cases 4
@@ -39,7 +40,7 @@ from bc_grid import correction_free_training_cases  # noqa: E402
 from bc_guidance import box_training_cases, relief_training_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
-from zssd_engine.bias_correction import bias_corrected_case, guidance_res  # noqa: E402
+from zssd_engine.bias_correction import bias_corrected_case, guidance_res, subcell_climatology  # noqa: E402
 from zssd_engine.grids import lat_weights  # noqa: E402
 from zssd_engine.samplers.observation import ucg_coarse_grid  # noqa: E402
 from zssd_engine.samplers.subcell import cell_labels, subcell_basis  # noqa: E402
@@ -47,7 +48,7 @@ from zssd_engine.samplers.zssd import zssd_observation  # noqa: E402
 from zssd_engine.statics import load_statics  # noqa: E402
 
 PARTS = ("total", "cell mean", "land/terrain", "rest")
-METHODS = ("bcsd", "zssd-bc", "target")
+METHODS = ("bcsd", "zssd-bc", "target", "target (anomaly)")
 
 
 def error_parts(err: np.ndarray, fine, res: float) -> dict[str, float]:
@@ -70,6 +71,7 @@ def main(argv=None) -> int:
     add_case_study_args(ap, columns="IPSL-CM6A-LR", members=4, name="bc_error_parts")
     ap.add_argument("--boxes", default="", help="as in bc_guidance.py (pass as --boxes=…)")
     ap.add_argument("--relief-cells", type=int, default=0, help="as in bc_guidance.py")
+    ap.add_argument("--no-zssd", action="store_true", help="BCSD and the targets only (no sampling)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,22 +90,25 @@ def main(argv=None) -> int:
             res = guidance_res(case)
             ref = case.reference["t2m"].squeeze(drop=True).values
             row = {"case": f"{c.name} {c.time:%Y-%m-%dT%H:%M} {c.region.as_text()}", "res": res}
-            for m, ds in (("bcsd", P.run_method(case, "bcsd")),
-                          ("zssd-bc", P.run_method(case, "zssd-bc", prior=prior, steps=args.steps,
-                                                   members=args.members, seed=args.seed + i))):
-                x = ds["t2m"].isel(time=0, drop=True)
+            runs = [("bcsd", lambda: P.run_method(case, "bcsd"))]
+            if not args.no_zssd:
+                runs.append(("zssd-bc", lambda: P.run_method(case, "zssd-bc", prior=prior, steps=args.steps,
+                                                             members=args.members, seed=args.seed + i)))
+            for m, run in runs:
+                x = run()["t2m"].isel(time=0, drop=True)
                 x = (x.mean("member") if "member" in x.dims else x).values
                 row[m] = error_parts(x - ref, case.fine, res)
-            obs = zssd_observation(prior, bias_corrected_case(case).gcm, case.fine, res)
-            y = np.asarray(obs.extra["y_coarse"][prior.variables.index("t2m")], np.float64).ravel()
-            y = y[cell_labels(case.fine, obs.coarse_grid)]  # each pixel: its cell's corrected mean
-            row["target"] = error_parts(y - ref, case.fine, res)
+            for m, clim in (("target", None), ("target (anomaly)", subcell_climatology(case))):
+                obs = zssd_observation(prior, bias_corrected_case(case).gcm, case.fine, res, target_climatology=clim)
+                y = np.asarray(obs.extra["y_coarse"][prior.variables.index("t2m")], np.float64).ravel()
+                y = y[cell_labels(case.fine, obs.coarse_grid)]  # each pixel: its cell's corrected mean
+                row[m] = error_parts(y - ref, case.fine, res)
             per.setdefault(col, []).append(row)
             print(f"[{col} {i + 1}/{len(cases)}] " + "; ".join(
-                f"{m}: " + " ".join(f"{row[m][k]:.3f}" for k in PARTS) for m in METHODS),
+                f"{m}: " + " ".join(f"{row[m][k]:.3f}" for k in PARTS) for m in METHODS if m in row),
                 file=sys.stderr, flush=True)
     summary = {col: {m: {k: float(np.sqrt(np.mean([r[m][k] ** 2 for r in rows]))) for k in PARTS}
-                     for m in METHODS} for col, rows in per.items()}
+                     for m in METHODS if m in rows[0]} for col, rows in per.items()}
     payload = {**header(), "settings": vars(args), "checkpoint_sha256": P.prior_sha256(prior),
                "summary": summary, "cases": per, "seconds": round(time.time() - t0, 1)}
     lines = ["# Where zssd-bc's t2m error sits inside the guidance cells (training-year cases)\n", md_header(payload),
@@ -111,7 +116,8 @@ def main(argv=None) -> int:
              f"members, {args.steps} steps, zssd-bc at its default configuration.  cos φ weighted RMS (K) of the "
              "ensemble mean's t2m error and of its parts per guidance cell: the cell mean, the projection on the "
              "cell's land-fraction and elevation rows, and the rest (squares add up; RMS over cases).  `target`: "
-             "zssd-bc's guidance target (the corrected cell means, flat over each cell).  Nothing here is a "
+             "zssd-bc's guidance target (the corrected cell means, flat over each cell; `(anomaly)`: regridded as an "
+             "anomaly from the training climatology).  Nothing here is a "
              "held-out score.\n"]
     for col, sm in summary.items():
         lines += [f"\n### {col}\n", "| method | " + " | ".join(PARTS) + " |", "|---" * (len(PARTS) + 1) + "|"]

@@ -123,6 +123,9 @@ def main(argv=None) -> int:
     ap.add_argument("--subcell-res", default="",
                     help="cells of the sub-cell term to run at each λ and order: resolutions (°) dividing the "
                          "guidance cells', e.g. 2.5,1.25 (comma-separated; default: the guidance cells)")
+    ap.add_argument("--anomaly-target", action="store_true",
+                    help="also run each sub-cell row with t2m reaching the unified cells as an anomaly from the "
+                         "training climatology (zssd_engine.samplers.observation.coarse_means)")
     ap.add_argument("--no-fine", action="store_true",
                     help="skip the fine-grid row without the sub-cell term (only the --subcell rows)")
     ap.add_argument("--relief-cells", type=int, default=0,
@@ -173,10 +176,12 @@ def main(argv=None) -> int:
                         tag = (f"{fine_tag} sub-cell({args.subcell_vars}) λ{lam:g}"
                                + (" +elev²" if order == 2 else "")
                                + (f" on {res:g}° cells" if res != args.unified_res else ""))
-                        rows[tag] = scores(P.run_method(
-                            case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
-                            subcell_climatology=subcell_climatology(case, sc_vars), subcell_terrain_order=order,
-                            subcell_res=res, **run), case)
+                        clim = subcell_climatology(case, sc_vars)
+                        for anom in (False, True) if args.anomaly_target else (False,):
+                            rows[tag + (" anomaly target" if anom else "")] = scores(P.run_method(
+                                case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
+                                subcell_climatology=clim, subcell_terrain_order=order, subcell_res=res,
+                                target_climatology=clim if anom else None, **run), case)
             if not args.no_dps:
                 rows["dps-bc"] = scores(P.run_method(bias_corrected_case(case), "dps", seed=args.seed + i, **run),
                                         case)

@@ -54,7 +54,7 @@ from .grids import unified_grid
 from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "SUBCELL_WEIGHT",
-           "SUBCELL_VARIABLES", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid", "check_trainable",
+           "SUBCELL_VARIABLES", "ANOMALY_TARGET", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid", "check_trainable",
            "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
@@ -193,6 +193,11 @@ def guidance_res(case, grids: Mapping[str, str] | None = None) -> float:
 #: (:mod:`zssd_engine.samplers.subcell`, :func:`subcell_climatology`).
 SUBCELL_WEIGHT: float = 1.0
 SUBCELL_VARIABLES: tuple[str, ...] = ("t2m",)
+#: zssd-bc brings the corrected field of those variables from the GCM's cells to the unified cells as an
+#: anomaly from the same climatology (:func:`zssd_engine.samplers.observation.coarse_means`): a GCM cell
+#: astride a steep climatological gradient then no longer smears its mean across a unified cell's edge.
+#: Chosen on training-year cases (``benchmarks/bc_guidance.py --anomaly-target``).
+ANOMALY_TARGET: bool = True
 
 
 def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarray]:
@@ -216,13 +221,14 @@ def subcell_climatology(case, variables=SUBCELL_VARIABLES) -> dict[str, np.ndarr
 
 def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float | None = None,
                subcell_weight: float | None = None, subcell_terrain_order: int | None = None,
-               subcell_res: float | None = None) -> dict[str, Any]:
+               subcell_res: float | None = None, anomaly_target: bool | None = None) -> dict[str, Any]:
     """Provenance of the correction for an output's attributes (trains it if needed).
 
     ``unified_res``: the guidance grid actually used (default :func:`guidance_res`); ``subcell_weight``:
     the sub-cell term's λ actually used (default :data:`SUBCELL_WEIGHT`); ``subcell_terrain_order``: its
     basis's terrain order (default 1); ``subcell_res``: its cells (default: the guidance cells).  Order 2 and
-    finer cells are sampler options for experiments (``benchmarks/bc_guidance.py``), not defaults.
+    finer cells are sampler options for experiments (``benchmarks/bc_guidance.py``), not defaults;
+    ``anomaly_target``: whether the target was regridded as an anomaly (default :data:`ANOMALY_TARGET`).
     """
     check_trainable(case)
     g = resolve_grids(grids)
@@ -232,16 +238,19 @@ def bias_attrs(case, grids: Mapping[str, str] | None = None, unified_res: float 
     lam = SUBCELL_WEIGHT if subcell_weight is None else float(subcell_weight)
     order = 1 if subcell_terrain_order is None else int(subcell_terrain_order)
     cells = res if subcell_res is None else float(subcell_res)
+    anom = ANOMALY_TARGET if anomaly_target is None else bool(anomaly_target)
+    regrid = (f"; {', '.join(SUBCELL_VARIABLES)} brought from the GCM's cells to the unified cells as an anomaly "
+              "from the training period's climatology of the month and hour" if anom else "")
     sub = (f"; each cell's land/terrain contrast of {', '.join(SUBCELL_VARIABLES)}"
            f"{' (with its curvature in height over relief)' if order == 2 else ''} pulled toward the training "
            f"period's climatology of the month and hour (sub-cell term, λ {lam:g}, on {cells:g}° cells)"
            if lam > 0 else "")
     return {"bias_correction": ("empirical quantile mapping per calendar month and cell (BCSD's BC step) before "
-                                f"UCG guidance on the unified {res:g}° grid; {_grid_text(g, vs)}{sub}"),
+                                f"UCG guidance on the unified {res:g}° grid; {_grid_text(g, vs)}{regrid}{sub}"),
             "bias_correction_grid": ", ".join(f"{v}:{g[v]}" for v in vs),
             "bias_correction_training": "; ".join(sorted(periods)),
             "unified_res": res, "subcell_weight": lam, "subcell_terrain_order": order if lam > 0 else 0,
-            "subcell_res": cells if lam > 0 else 0.0}
+            "subcell_res": cells if lam > 0 else 0.0, "anomaly_target": int(anom)}
 
 
 def _mapped(case, grid: str, variables: list[str]) -> xr.Dataset:

@@ -444,3 +444,29 @@ def test_method_registry_matches_the_samplers_and_the_pipeline(tiny):
     assert is_guided("dps") and not is_guided("ddrm") and not is_guided("unconditional")
     with pytest.raises(ValueError, match="unknown method 'nope'; choose from bilinear, lapse"):
         get_method("nope")
+
+
+def test_coarse_means_regrid_anomalies_exactly_where_the_gcm_is_its_climatology():
+    """A GCM that equals the climatology's native-cell means reaches the unified cells as the climatology's own
+    unified means when regridded as an anomaly; the plain overlap regrid smears a steep gradient across cell
+    edges.  Variables without a climatology pass as before."""
+    from zssd_engine.grids import regular_grid
+    from zssd_engine.samplers.observation import coarse_means, native_clipped_grid
+
+    region = Region.parse("-22,10,-94,-62")  # Andes: lowland, slope and plateau inside each native cell
+    fine = era5_grid().select(region)[0]
+    native = regular_grid(1.875, "gcm").covering(region, margin_cells=1)[0]
+    coarse = ucg_coarse_grid(fine, 2.5)
+    dem, _ = load_statics().region(fine)
+    clim = torch.as_tensor(300.0 - 6.5e-3 * np.asarray(dem, np.float64))[None]  # K, a lapse-rate climatology
+    sub, li, lo = native_clipped_grid(native, fine)
+    Y = torch.full((2, *native.shape), float("nan"), dtype=torch.float64)
+    Y[0][np.asarray(li)[:, None], np.asarray(lo)[None, :]] = conservative(fine, sub, dtype=torch.float64)(clim)[0]
+    Y[1] = 1000.0
+    truth = conservative(fine, coarse, dtype=torch.float64)(clim)[0]
+    plain = coarse_means(Y, native, coarse, fine, ("t2m", "msl"))
+    anom = coarse_means(Y, native, coarse, fine, ("t2m", "msl"), {"t2m": clim[0].numpy()})
+    torch.testing.assert_close(anom[0], truth, rtol=0, atol=1e-9)
+    assert float((plain[0] - truth).abs().max()) > 1.0  # K: the smear the anomaly regrid removes
+    torch.testing.assert_close(anom[1], plain[1])
+    torch.testing.assert_close(plain, conservative(native, coarse, dtype=torch.float64).masked(Y))

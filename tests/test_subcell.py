@@ -209,3 +209,29 @@ def test_the_term_on_finer_nested_cells_keeps_the_guidance_cell_means():
     assert float(ds.attrs["subcell_res"]) == 1.25 and "on 1.25° cells" in ds.attrs["bias_correction"]
     ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
     assert float(ds.attrs["subcell_res"]) == float(ds.attrs["unified_res"])
+
+
+def test_zssd_bc_regrids_its_target_as_an_anomaly_and_records_it(monkeypatch):
+    """By default zssd-bc's t2m target reaches the unified cells as an anomaly from the same climatology as the
+    sub-cell term (:data:`ANOMALY_TARGET`); ``target_climatology=None`` turns it off; both are recorded."""
+    import zssd_engine.samplers.zssd as zs
+
+    seen = []
+
+    def spy(Y, native, coarse, fine, variables, climatology=None):
+        seen.append(climatology)
+        return coarse_means(Y, native, coarse, fine, variables, climatology)
+
+    from zssd_engine.bias_correction import subcell_climatology
+    from zssd_engine.samplers.observation import coarse_means
+
+    monkeypatch.setattr(zs, "coarse_means", spy)
+    case = P.prepare_case("MPI-ESM1-2-LR", TIME, REGION)
+    prior = P.load_prior("tiny")
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1)
+    assert set(seen[0]) == {"t2m"} and np.array_equal(seen[0]["t2m"], subcell_climatology(case)["t2m"])
+    assert int(ds.attrs["anomaly_target"]) == 1 and "as an anomaly" in ds.attrs["bias_correction"]
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, target_climatology=None)
+    assert seen[1] is None and int(ds.attrs["anomaly_target"]) == 0 and "anomaly" not in ds.attrs["bias_correction"]
+    ds = P.run_method(case, "zssd-bc", prior=prior, steps=2, members=1, subcell_weight=0.0)  # independent of λ
+    assert set(seen[2]) == {"t2m"} and int(ds.attrs["anomaly_target"]) == 1

@@ -27,14 +27,18 @@ def sampler(case: Case, prior, method: str, steps: int = 100, members: int = 1, 
 
     if method in BASELINES:
         raise ValueError(f"{method!r} is a baseline, not a sampler; use pipeline.baseline()")
-    from ..bias_correction import BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res, subcell_climatology
+    from ..bias_correction import (ANOMALY_TARGET, BC_METHODS, SUBCELL_WEIGHT, bias_corrected_case, guidance_res,
+                                   subcell_climatology)
 
     if method in BC_METHODS:  # correct Y's bias on its cells, then guide as usual (on finer unified cells)
         if BC_METHODS[method] == "zssd":
             kw.setdefault("unified_res", guidance_res(case))
             kw.setdefault("subcell_weight", SUBCELL_WEIGHT)
-            if kw["subcell_weight"] > 0:  # the month's and hour's land/terrain contrast, from the same pairs
-                kw.setdefault("subcell_climatology", subcell_climatology(case))
+            clim = kw.get("subcell_climatology") or subcell_climatology(case)  # the month's and hour's, same pairs
+            if kw["subcell_weight"] > 0:  # each cell's land/terrain contrast pulled toward it
+                kw.setdefault("subcell_climatology", clim)
+            if ANOMALY_TARGET:  # Y reaches the unified cells as an anomaly from it
+                kw.setdefault("target_climatology", clim)
         case, method = bias_corrected_case(case), BC_METHODS[method]
     fn = get_sampler(method)
     if is_guided(method):  # None: the tuned ζ of this prior for this kind of input
@@ -68,9 +72,10 @@ def run_method(case: Case, method: str, prior=None, steps: int = 100, members: i
         guidance_scale = guidance_default(method, steps, prior, case)
     from ..bias_correction import BC_METHODS, bias_attrs
 
+    anom = None if "target_climatology" not in kw else kw["target_climatology"] is not None  # None: the default
     extra = (bias_attrs(case, unified_res=kw.get("unified_res"), subcell_weight=kw.get("subcell_weight"),
-                        subcell_terrain_order=kw.get("subcell_terrain_order"), subcell_res=kw.get("subcell_res"))
-             if method in BC_METHODS else {})
+                        subcell_terrain_order=kw.get("subcell_terrain_order"), subcell_res=kw.get("subcell_res"),
+                        anomaly_target=anom) if method in BC_METHODS else {})
     gen = sampler(case, prior, method, steps, members, seed, guidance_scale, **kw)
     final = None
     try:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from ..grids import GridError, LatLonGrid, Region, lat_weights, unified_grid, wrap_lon
-from ..operators import SeparableOperator, grid_from_xarray
+from ..operators import SeparableOperator, conservative, grid_from_xarray
 from .contract import Denoiser
 
 __all__ = ["Observation", "fine_bounds_region", "clip_grid", "ucg_coarse_grid", "native_clipped_grid",
-           "gcm_grid_of", "check_covers", "gcm_tensor", "gcm_values", "normalize_obs", "obs_weights"]
+           "gcm_grid_of", "check_covers", "gcm_tensor", "gcm_values", "coarse_means", "normalize_obs", "obs_weights"]
 
 
 # ---------------------------------------------------------------- grids
@@ -148,6 +148,40 @@ def gcm_values(prior: Denoiser, gcm, native: LatLonGrid, fine: LatLonGrid, li: n
         raise ValueError(f"the GCM field {native.name} is all NaN over region {fine_bounds_region(fine)}")
     unguided = tuple(v for c, v in enumerate(prior.variables) if not bool(torch.isfinite(Y[c]).any()))
     return Y, unguided
+
+
+def coarse_means(Y: torch.Tensor, native: LatLonGrid, coarse: LatLonGrid, fine: LatLonGrid,
+                 variables: Sequence[str], climatology: dict | None = None) -> torch.Tensor:
+    """The unified-cell means of the GCM field ``Y`` ``(C, h, w)`` on ``native``: ``C_u Y`` (NaN-aware).
+
+    With ``climatology`` (variable → physical ``(H, W)`` field on ``fine``) the variables it holds are
+    regridded as anomalies: ``C_u (Y − C_n clim) + C_f clim``, where ``C_u`` averages native cells onto the
+    unified ones by overlap, and ``C_n``/``C_f`` average the fine climatology onto the native/unified cells.
+    A native cell that straddles a steep climatological gradient (lowland and plateau, coast and sea) then
+    passes on its departure from its own climatology rather than its absolute mean, which the overlap
+    weights would smear onto the wrong side of a unified cell's edge — BCSD's reason for interpolating
+    anomalies.  Without a climatology this is UCG's ``y_coarse`` (:mod:`zssd_engine.samplers.zssd`).
+    """
+    to_coarse = conservative(native, coarse, dtype=torch.float64)
+    Y = Y.to(torch.float64)
+    if not climatology:
+        return to_coarse.masked(Y)
+    clim = torch.zeros_like(Y)
+    clim_c = torch.zeros((Y.shape[0], *coarse.shape), dtype=torch.float64)
+    sub, li, lo = native_clipped_grid(native, fine)
+    fine_to_native = conservative(fine, sub, dtype=torch.float64)
+    fine_to_coarse = conservative(fine, coarse, dtype=torch.float64)
+    ii, jj = np.asarray(li)[:, None], np.asarray(lo)[None, :]
+    outside = torch.ones(native.shape, dtype=torch.bool)
+    outside[ii, jj] = False
+    for c, v in enumerate(variables):
+        if v not in climatology:
+            continue
+        f = torch.as_tensor(np.asarray(climatology[v], np.float64))[None]
+        clim[c][ii, jj] = fine_to_native(f)[0]
+        clim[c][outside] = float("nan")  # a native cell outside the region has no climatology here: left out
+        clim_c[c] = fine_to_coarse(f)[0]
+    return to_coarse.masked(Y - clim) + clim_c
 
 
 def normalize_obs(prior: Denoiser, y_phys: torch.Tensor) -> torch.Tensor:

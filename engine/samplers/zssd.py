@@ -15,7 +15,8 @@ of a coarse residual's gradient — why vanilla DPS fades at ×20).
 * ``A_high = bilinear(coarse → fine) ∘ conservative(fine → coarse)``
   (:func:`zssd_engine.operators.ucg_operator`).
 * ``y_high = bilinear(coarse → fine)(conservative(native → coarse)(Y))``
-  (NaN-aware).
+  (NaN-aware; ``zssd-bc`` regrids t2m as an anomaly from the training climatology,
+  :func:`zssd_engine.samplers.observation.coarse_means`).
 * Each step (Chung et al. 2023, Alg. 1; :func:`zssd_engine.samplers.guidance.dps_correction`):
   ``x_{t'} = DDPM_step(x_t, ε_θ) − ζ_t ∇_{x_t} ‖W^{1/2}(A_high(x̂0(x_t)) − y_high)‖`` with ``W``
   the cos φ weights (mean 1), in the prior's normalised units; variables missing from ``Y``
@@ -29,12 +30,12 @@ from typing import Iterator
 import torch
 
 from ..grids import UNIFIED_RES, LatLonGrid
-from ..operators import bilinear, conservative, ucg_operator
+from ..operators import bilinear, ucg_operator
 from .contract import X0_CLIP, Denoiser, StepState
 from .guidance import check_guidance_schedule, run_guided
 from .inputs import validate_common
 from .observation import (
-    Observation, check_covers, gcm_grid_of, gcm_values, normalize_obs, obs_weights, ucg_coarse_grid,
+    Observation, check_covers, coarse_means, gcm_grid_of, gcm_values, normalize_obs, obs_weights, ucg_coarse_grid,
 )
 
 __all__ = ["zssd_observation", "sample_zssd"]
@@ -42,7 +43,8 @@ __all__ = ["zssd_observation", "sample_zssd"]
 
 def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float | None = None,
                      subcell_climatology: dict | None = None, subcell_weight: float = 0.0,
-                     subcell_terrain_order: int = 1, subcell_res: float | None = None) -> Observation:
+                     subcell_terrain_order: int = 1, subcell_res: float | None = None,
+                     target_climatology: dict | None = None) -> Observation:
     """Build the Unified Coordinate Guidance observation ``(A_high, y_high, W)`` for a GCM field.
 
     With ``subcell_climatology`` (variable → physical ``(H, W)`` climatology on ``fine``) and
@@ -50,14 +52,15 @@ def zssd_observation(prior: Denoiser, gcm, fine: LatLonGrid, unified_res: float 
     the climatology's (:class:`~zssd_engine.samplers.subcell.SubcellObservation`); ``subcell_terrain_order``
     2 adds a row for the curvature of temperature with height (:func:`~zssd_engine.samplers.subcell.subcell_basis`);
     ``subcell_res`` puts the term on finer unified cells than the guidance's (nested in them, so the term still
-    leaves every guidance cell's mean alone; default: the guidance cells).
+    leaves every guidance cell's mean alone; default: the guidance cells).  With ``target_climatology``
+    (variable → physical ``(H, W)`` field on ``fine``) those variables reach the unified cells as anomalies
+    from it (:func:`~zssd_engine.samplers.observation.coarse_means`).
     """
     coarse = ucg_coarse_grid(fine, unified_res)
     native = gcm_grid_of(gcm)
     check_covers(native, fine)
     Y, unguided = gcm_values(prior, gcm, native, fine)
-    to_coarse = conservative(native, coarse, dtype=torch.float64)
-    y_coarse = to_coarse.masked(Y)
+    y_coarse = coarse_means(Y, native, coarse, fine, prior.variables, target_climatology)
     y_high = bilinear(coarse, fine, dtype=torch.float64).masked(y_coarse)
     y_n = normalize_obs(prior, y_high)
     op = ucg_operator(fine, coarse).to(prior.device)
@@ -92,7 +95,8 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
                 unified_res: float | None = None, x0_clip: float | None = X0_CLIP,
                 min_alpha_bar: float | None = None, guide_mean: bool = False,
                 subcell_climatology: dict | None = None, subcell_weight: float = 0.0,
-                subcell_terrain_order: int = 1, subcell_res: float | None = None) -> Iterator[StepState]:
+                subcell_terrain_order: int = 1, subcell_res: float | None = None,
+                target_climatology: dict | None = None) -> Iterator[StepState]:
     """ZSSD posterior samples of the 0.25° fields given a GCM field.
 
     Parameters
@@ -130,6 +134,9 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
         ``(H, W)`` field on ``fine``), its weight λ (0: off), whether it also constrains the curvature in
         height (2) or not (1), and the cells it acts on (default: the guidance's; a finer resolution must
         divide theirs); :mod:`zssd_engine.samplers.subcell`.
+    target_climatology
+        Variable → physical ``(H, W)`` climatology on ``fine``: those variables of ``gcm`` reach the unified
+        cells as anomalies from it (:func:`~zssd_engine.samplers.observation.coarse_means`; ``None``: as is).
 
     Returns
     -------
@@ -139,7 +146,7 @@ def sample_zssd(prior: Denoiser, gcm, fine: LatLonGrid, static, time_feats, *, s
     validate_common(prior, fine, steps, members, eta)
     check_guidance_schedule(guidance_schedule)
     obs = zssd_observation(prior, gcm, fine, unified_res, subcell_climatology, subcell_weight, subcell_terrain_order,
-                           subcell_res)
+                           subcell_res, target_climatology)
     return run_guided(prior, obs, static, time_feats, fine, method="zssd", steps=steps, members=members, seed=seed,
                       guidance_scale=guidance_scale, guidance_schedule=guidance_schedule, eta=eta, x0_clip=x0_clip,
                       min_alpha_bar=min_alpha_bar, guide_mean=guide_mean)
