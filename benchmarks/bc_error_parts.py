@@ -14,8 +14,8 @@ Each part's cos φ weighted RMS (K; the squares add up to the total's), for ``zs
 configuration, for BCSD, and for zssd-bc's guidance target itself (the corrected GCM field's unified-cell
 means, flat over each cell: its cell-mean part is the floor the guidance can reach, its other parts are the
 reference's own within-cell detail), regridded from the GCM's cells as is (``target``) and as an anomaly from
-the training climatology (``target (anomaly)``, :func:`zssd_engine.samplers.observation.coarse_means`), on the same cases as :mod:`bc_guidance` (``--boxes``, ``--relief-cells`` or the
-usual training-year cases).  Nothing here is a held-out score.
+the training climatology (``target (anomaly)``, :func:`zssd_engine.samplers.observation.coarse_means`), on the
+same cases as :mod:`bc_guidance` (``--boxes``, ``--relief-cells`` or the usual training-year cases).  Nothing here is a held-out score.
 
     python benchmarks/bc_error_parts.py --columns IPSL-CM6A-LR --boxes=<lat0,lat1,lon0,lon1;…> --cases 4
 """
@@ -36,8 +36,7 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import add_case_study_args, finish_report, header, md_header  # noqa: E402
-from bc_grid import correction_free_training_cases  # noqa: E402
-from bc_guidance import box_training_cases, relief_training_cases  # noqa: E402
+from bc_guidance import add_case_set_args, study_cases  # noqa: E402
 
 from zssd_engine import pipeline as P  # noqa: E402
 from zssd_engine.bias_correction import bias_corrected_case, guidance_res, subcell_climatology  # noqa: E402
@@ -69,20 +68,14 @@ def error_parts(err: np.ndarray, fine, res: float) -> dict[str, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_case_study_args(ap, columns="IPSL-CM6A-LR", members=4, name="bc_error_parts")
-    ap.add_argument("--boxes", default="", help="as in bc_guidance.py (pass as --boxes=…)")
-    ap.add_argument("--relief-cells", type=int, default=0, help="as in bc_guidance.py")
+    add_case_set_args(ap)
     ap.add_argument("--no-zssd", action="store_true", help="BCSD and the targets only (no sampling)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     world = P.get_world(0)
     prior = P.load_prior(args.checkpoint)
-    if args.boxes:
-        cases = box_training_cases(args.boxes, args.cases, args.seed)
-    elif args.relief_cells:
-        cases = relief_training_cases(args.cases, args.seed, args.region_px, world, args.relief_cells, 2.5)
-    else:
-        cases = correction_free_training_cases(args.cases, args.seed, args.region_px, world)
+    cases = study_cases(args, world, 2.5)
     t0, per = time.time(), {}
     for col in args.columns.split(","):
         for i, c in enumerate(cases):

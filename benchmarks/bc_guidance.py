@@ -106,6 +106,25 @@ def box_training_cases(boxes: str, n: int, seed: int) -> list:
     return out
 
 
+def add_case_set_args(ap) -> None:
+    """``--relief-cells`` and ``--boxes``: the case sets besides the usual training-year ones."""
+    ap.add_argument("--relief-cells", type=int, default=0,
+                    help="instead of the usual cases, training-year random boxes with at least this many unified "
+                         "cells of relief (elevation std >= MIN_RELIEF_STD_M): where --subcell-order 2 acts")
+    ap.add_argument("--boxes", default="",
+                    help="instead of the usual cases, --cases training-year times in each of these boxes "
+                         "(lat0,lat1,lon0,lon1;…; pass as --boxes=…), e.g. where a column loses on held-out cases")
+
+
+def study_cases(args, world, res: float) -> list:
+    """The cases of :func:`add_case_set_args`'s choice (relief cells counted on ``res``° cells), else the usual."""
+    if args.boxes:
+        return box_training_cases(args.boxes, args.cases, args.seed)
+    if args.relief_cells:
+        return relief_training_cases(args.cases, args.seed, args.region_px, world, args.relief_cells, res)
+    return correction_free_training_cases(args.cases, args.seed, args.region_px, world)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_case_study_args(ap, columns="MIROC6,MPI-ESM1-2-HR", members=4, name="bc_guidance")
@@ -124,16 +143,12 @@ def main(argv=None) -> int:
                     help="cells of the sub-cell term to run at each λ and order: resolutions (°) dividing the "
                          "guidance cells', e.g. 2.5,1.25 (comma-separated; default: the guidance cells)")
     ap.add_argument("--anomaly-target", action="store_true",
-                    help="also run each sub-cell row with t2m reaching the unified cells as an anomaly from the "
-                         "training climatology (zssd_engine.samplers.observation.coarse_means)")
+                    help="run each sub-cell row twice: t2m reaching the unified cells as is, then as an anomaly "
+                         "from the training climatology (zssd_engine.samplers.observation.coarse_means; without "
+                         "this flag every row takes zssd-bc's default, ANOMALY_TARGET)")
     ap.add_argument("--no-fine", action="store_true",
                     help="skip the fine-grid row without the sub-cell term (only the --subcell rows)")
-    ap.add_argument("--relief-cells", type=int, default=0,
-                    help="instead of the usual cases, training-year random boxes with at least this many unified "
-                         "cells of relief (elevation std >= MIN_RELIEF_STD_M): where --subcell-order 2 acts")
-    ap.add_argument("--boxes", default="",
-                    help="instead of the usual cases, --cases training-year times in each of these boxes "
-                         "(lat0,lat1,lon0,lon1;…), e.g. where a column loses on held-out cases")
+    add_case_set_args(ap)
     ap.add_argument("--subcell-vars", default=",".join(SUBCELL_VARIABLES),
                     help="variables the sub-cell term constrains (comma-separated)")
     args = ap.parse_args(argv)
@@ -141,12 +156,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     world = P.get_world(0)
     prior = P.load_prior(args.checkpoint)
-    if args.boxes:
-        cases = box_training_cases(args.boxes, args.cases, args.seed)
-    elif args.relief_cells:
-        cases = relief_training_cases(args.cases, args.seed, args.region_px, world, args.relief_cells, args.unified_res)
-    else:
-        cases = correction_free_training_cases(args.cases, args.seed, args.region_px, world)
+    cases = study_cases(args, world, args.unified_res)
     fine_tag = f"zssd-bc@{args.unified_res:g}°"
     factors = [float(f) for f in args.scale_factors.split(",") if f.strip()]
     subcell = [float(f) for f in args.subcell.split(",") if f.strip()]
@@ -177,11 +187,13 @@ def main(argv=None) -> int:
                                + (" +elev²" if order == 2 else "")
                                + (f" on {res:g}° cells" if res != args.unified_res else ""))
                         clim = subcell_climatology(case, sc_vars)
-                        for anom in (False, True) if args.anomaly_target else (False,):
+                        # --anomaly-target: the target regridded as is, then as an anomaly; else zssd-bc's default
+                        for anom in (False, True) if args.anomaly_target else (None,):
+                            target = {} if anom is None else {"target_climatology": clim if anom else None}
                             rows[tag + (" anomaly target" if anom else "")] = scores(P.run_method(
                                 case, "zssd-bc", seed=args.seed + i, unified_res=args.unified_res, subcell_weight=lam,
-                                subcell_climatology=clim, subcell_terrain_order=order, subcell_res=res,
-                                target_climatology=clim if anom else None, **run), case)
+                                subcell_climatology=clim, subcell_terrain_order=order, subcell_res=res, **target,
+                                **run), case)
             if not args.no_dps:
                 rows["dps-bc"] = scores(P.run_method(bias_corrected_case(case), "dps", seed=args.seed + i, **run),
                                         case)

@@ -54,8 +54,8 @@ from .grids import unified_grid
 from .methods import METHODS, method_names
 
 __all__ = ["BC_METHODS", "BIAS_GRIDS", "DEFAULT_BIAS_GRID", "BC_GUIDANCE_RES", "UNIFIED_RES", "SUBCELL_WEIGHT",
-           "SUBCELL_VARIABLES", "ANOMALY_TARGET", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid", "check_trainable",
-           "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
+           "SUBCELL_VARIABLES", "ANOMALY_TARGET", "bias_attrs", "guidance_res", "subcell_climatology", "check_grid",
+           "check_trainable", "resolve_grids", "unified_field", "train_bias_correction", "bias_corrected_case"]
 
 #: Bias-aware methods -> the sampler they run after the correction (from :data:`zssd_engine.methods.METHODS`).
 BC_METHODS: dict[str, str] = {m: str(METHODS[m].sampler) for m in method_names(bias_corrected=True)}
