@@ -15,7 +15,8 @@ configuration, for BCSD, and for zssd-bc's guidance target itself (the corrected
 means, flat over each cell: its cell-mean part is the floor the guidance can reach, its other parts are the
 reference's own within-cell detail), regridded from the GCM's cells as is (``target``) and as an anomaly from
 the training climatology (``target (anomaly)``, :func:`zssd_engine.samplers.observation.coarse_means`), on the
-same cases as :mod:`bc_guidance` (``--boxes``, ``--relief-cells`` or the usual training-year cases).  Nothing here is a held-out score.
+same cases as :mod:`bc_guidance` (``--boxes``, ``--relief-cells`` or the usual training-year cases).  Nothing
+here is a held-out score.
 
     python benchmarks/bc_error_parts.py --columns IPSL-CM6A-LR --boxes=<lat0,lat1,lon0,lon1;…> --cases 4
 """
