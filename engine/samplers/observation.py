@@ -156,7 +156,9 @@ def coarse_means(Y: torch.Tensor, native: LatLonGrid, coarse: LatLonGrid, fine: 
 
     With ``climatology`` (variable → physical ``(H, W)`` field on ``fine``) the variables it holds are
     regridded as anomalies: ``C_u (Y − C_n clim) + C_f clim``, where ``C_u`` averages native cells onto the
-    unified ones by overlap, and ``C_n``/``C_f`` average the fine climatology onto the native/unified cells.
+    unified ones by overlap, and ``C_n``/``C_f`` average the fine climatology onto the native/unified cells
+    (``C_n`` over the part of each native cell inside the region: at the region's edge a cell's anomaly is
+    taken against the climatology of that part).
     A native cell that straddles a steep climatological gradient (lowland and plateau, coast and sea) then
     passes on its departure from its own climatology rather than its absolute mean, which the overlap
     weights would smear onto the wrong side of a unified cell's edge — BCSD's reason for interpolating
