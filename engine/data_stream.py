@@ -244,9 +244,14 @@ def _worker_init(stream, n: int, seed: int, rank: int) -> None:
     """Set up a data worker process: its copy of the stream and the batch recipe; one BLAS/OpenMP thread."""
     import sys
 
+    from threadpoolctl import threadpool_limits
+
     os.environ["OMP_NUM_THREADS"] = "1"  # for libraries that start their pools later
     if "torch" in sys.modules:  # forked from the trainer: its intra-op pool would oversubscribe the cores
         sys.modules["torch"].set_num_threads(1)
+    # BLAS pools already loaded in the parent keep its thread count in a forked child (an environment variable
+    # set now comes too late).  Two workers with 16-thread OpenBLAS pools on 2 cores: 1.05 steps/s, limited: 4.5
+    threadpool_limits(limits=1)
     _WORKER.update(stream=stream, n=n, seed=seed, rank=rank)
 
 

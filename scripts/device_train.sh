@@ -15,7 +15,7 @@ CONFIG=${CONFIG:-configs/demo_prior_v5_gpu.toml}
 MINUTES=${MINUTES:-8}
 WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
 RUN=${RUN:-/tmp/zssd_run}
-export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1
+export OMP_WAIT_POLICY=PASSIVE PYTHONUNBUFFERED=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 python3 -m pip install -q --no-deps --no-build-isolation --no-index --target /tmp/zssd_site . >/dev/null
 export PYTHONPATH=/tmp/zssd_site${PYTHONPATH:+:$PYTHONPATH}
 { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv; } || echo "no GPU"

@@ -500,6 +500,34 @@ def test_data_worker_processes_make_the_same_batches_in_the_same_order(tmp_path,
         _tiny_cfg(tmp_path / "c", data_workers=-1)
 
 
+def _worker_blas_threads(_):
+    from threadpoolctl import threadpool_info
+
+    return [p["num_threads"] for p in threadpool_info()]
+
+
+def test_data_workers_run_one_blas_thread_each():
+    """A forked worker inherits the trainer's BLAS pool size (an environment variable set in the child comes too
+    late); on a 16-core GPU machine 14 workers x 16 BLAS threads cut training to ~1 step/s.  The worker's
+    initialiser must bring every pool to one thread, whatever the parent had."""
+    import multiprocessing as mp
+
+    from threadpoolctl import threadpool_limits
+
+    from zssd_engine.data_stream import _worker_init
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("needs fork")
+    ctx = mp.get_context("fork")
+    with threadpool_limits(limits=2):
+        with ctx.Pool(1) as pool:  # the control: without the initialiser the child keeps the parent's pools
+            plain = pool.map(_worker_blas_threads, [0])[0]
+        with ctx.Pool(1, initializer=_worker_init, initargs=(None, 1, 0, 0)) as pool:
+            limited = pool.map(_worker_blas_threads, [0])[0]
+    assert plain and max(plain) == 2
+    assert limited and set(limited) == {1}
+
+
 def test_train_data_reuse_resumes_exactly(tmp_path):
     kw = dict(steps=9, checkpoint_every=100, data_reuse=3, data_pool=2, prefetch=1)
     s = FakeStream(16, 0)
