@@ -84,8 +84,7 @@ MPI-ESM1-2-LR −3 %, MPI-ESM1-2-HR −8 %) and its P99 on four (IPSL still +1.4
 where there is no bias, it is 1.4 % above plain ZSSD. Since 2026-12-04 the corrected t2m reaches the unified cells
 as an anomaly from that climatology (a GCM cell astride a mountain slope no longer hands its one mean to valley and
 plateau alike): on the columns re-run with it (`benchmarks/results/paper_table_bc_anomaly_prior_v4_32/`) t2m MAE
-is 5–8 % below BCSD's on IPSL, MPI-ESM1-2-LR, MIROC6 and AWI and P99 3–7 % below, IPSL's included
-(MPI-ESM1-2-HR not yet re-run with it). Measured before the sub-cell term, on the five pseudo-GCMs
+is 5–8 % below BCSD's on all five pseudo-GCMs and P99 3–7 % below, IPSL's included. Measured before the sub-cell term, on the five pseudo-GCMs
 of the re-calibrated world (32 held-out cases each, 8 members, prior v4 at its tuned ζ 1.73;
 `benchmarks/results/paper_table_bc_prior_v4_32/`): lower CRPS than BCSD on every column (−22 to −32 %), lower
 msl and 10 m wind errors of the ensemble mean on every column, and a t2m ensemble mean below BCSD's on four of
