@@ -31,5 +31,7 @@ if [ -f "$RUN/$name.safetensors" ]; then
   split -b 15M -d "$RUN/$name.safetensors" "$OUT/$name.safetensors.part-"
   cp "$RUN/$name.json" "$OUT/"; cp "$RUN/loss.csv" "$OUT/" 2>/dev/null || true
   (cd "$RUN" && ls -la) >> "$OUT/train.log"
+  python3 -c "import json,sys; t=json.load(open(sys.argv[1]))['training']; print('steps', t['steps'], 'in',
+t['wall_time_s'], 's; waiting for data', t.get('data_wait_s'), 's')" "$RUN/$name.json" | tee -a "$OUT/train.log"
 fi
 exit "$rc"

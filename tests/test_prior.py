@@ -433,6 +433,7 @@ def test_train_decreases_loss_and_resumes_exactly(tmp_path):
     tr = card["training"]
     assert tr["steps"] == 20 and tr["data"]["train_years"] == [2001, 2002] and tr["data"]["heldout_years"] == [2021]
     assert tr["wall_time_s"] >= 0 and tr["machine"]["cpu_count"] >= 1 and len(tr["loss_curve"]["loss"]) == 20
+    assert 0 <= tr["data_wait_s"] <= tr["wall_time_s"] + 0.1  # the data-bound share of the run, in the card
     prior = Prior.load(tmp_path / "full", device="cpu")
     torch.testing.assert_close(prior.mean, full.prior.mean)
     assert (tmp_path / "full" / "loss.csv").read_text().count("\n") == 21

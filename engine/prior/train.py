@@ -205,6 +205,8 @@ class _Run:
     losses: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    #: seconds this process waited for its next batch (since its start or resume): the data-bound share of ``elapsed``
+    data_wait: float = 0.0
     meta_base: dict = field(default_factory=dict)
 
     @property
@@ -229,7 +231,8 @@ class _Run:
         meta = dict(self.meta_base, steps=self.step, target_steps=cfg.steps,
                     samples_seen=self.step * cfg.batch * self.world,
                     final_loss=float(np.mean(tail)) if tail else None, loss_curve=curve,
-                    wall_time_s=round(self.elapsed, 1), machine=machine_info(self.device))
+                    wall_time_s=round(self.elapsed, 1), data_wait_s=round(self.data_wait, 1),
+                    machine=machine_info(self.device))
         return Prior(copy.deepcopy(self.ema), self.schedule, VARIABLES, self.mean, self.std, meta=meta,
                      parameterization=cfg.parameterization)
 
@@ -421,7 +424,10 @@ def _train(cfg: TrainConfig, stream, resume, stop_after, progress, callback) -> 
     model.train()
     try:
         while run.step < total:
-            lv, lr = _optimisation_step(run, model, next(batches), amp_dtype, gamma, weights, mean_d, std_d)
+            t_wait = time.perf_counter()
+            b = next(batches)
+            run.data_wait += time.perf_counter() - t_wait
+            lv, lr = _optimisation_step(run, model, b, amp_dtype, gamma, weights, mean_d, std_d)
             run.losses.append(lv)
             run.lrs.append(lr)
             run.step += 1
