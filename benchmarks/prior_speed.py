@@ -8,8 +8,8 @@
 * one 100-step ZSSD sample of a 128x128 region, 4 variables, through the pipeline (target <= 15 s on
   this 2-core CPU).
 
-Usage: python benchmarks/prior_speed.py [--checkpoint PATH] [--threads N] [--repeats 10]
-Writes benchmarks/results/prior_speed.{json,md}.
+Usage: python benchmarks/prior_speed.py [--checkpoint PATH] [--threads N] [--repeats 10] [--name prior_speed]
+Writes benchmarks/results/<name>.{json,md}.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--sample-steps", type=int, default=100)
+    ap.add_argument("--name", default="prior_speed", help="output name under benchmarks/results/")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     prior = P.load_prior(a.checkpoint) if a.checkpoint else P.default_prior()
@@ -113,7 +114,7 @@ def main() -> None:
     md += f"| forward + input gradient 128x128 | {t_grad * 1000:.1f} ms | ~3x forward FLOPs -> {res['achieved_gflops_forward_grad']:.0f} GFLOP/s |\n"
     md += f"| training step 16x64x64 ({res['train_precision']}) | {t_train * 1000:.0f} ms | {res['train_samples_per_s']:.1f} samples/s, {res['train_achieved_gflops']:.0f} GFLOP/s |\n"
     md += f"| ZSSD sample, {a.sample_steps} steps, 128x128, 4 variables | {t_sample:.1f} s | target <= 15 s |\n"
-    write("prior_speed", payload, md)
+    write(a.name, payload, md)
     print(md)
 
 
