@@ -255,11 +255,16 @@ def _worker_init(stream, n: int, seed: int, rank: int) -> None:
     _WORKER.update(stream=stream, n=n, seed=seed, rank=rank)
 
 
-def _worker_batch(k: int) -> Any:
-    """Batch ``k`` in a worker process (the same function of ``(seed, rank, k)`` as in the parent)."""
+def _worker_batch(k: int) -> tuple[Any, list[int] | None]:
+    """Batch ``k`` in a worker process (the same function of ``(seed, rank, k)`` as in the parent), and what it
+    added to the stream's ``cyclone_counts`` (``None`` for a stream that keeps none), for the parent's count."""
     w = _WORKER
-    reseed(w["stream"], step_seed(w["seed"], w["rank"], k, 1))
-    return w["stream"].batch(w["n"])
+    st = w["stream"]
+    reseed(st, step_seed(w["seed"], w["rank"], k, 1))
+    counts = getattr(st, "cyclone_counts", None)
+    before = None if counts is None else list(counts)
+    b = st.batch(w["n"])
+    return b, (None if before is None else [int(a) - int(x) for a, x in zip(st.cyclone_counts, before)])
 
 
 def _worker_batches(stream, n: int, seed: int, rank: int, start: int, workers: int) -> Iterator[Any]:
@@ -273,7 +278,12 @@ def _worker_batches(stream, n: int, seed: int, rank: int, start: int, workers: i
             while len(pending) < 2 * workers:
                 pending.append(pool.apply_async(_worker_batch, (k,)))
                 k += 1
-            yield pending.popleft().get()
+            b, drawn = pending.popleft().get()
+            counts = getattr(stream, "cyclone_counts", None)
+            if drawn is not None and counts is not None:  # the crops drawn in the workers count as the parent's
+                for i, d in enumerate(drawn):
+                    counts[i] += d
+            yield b
     finally:
         pool.terminate()
         pool.join()

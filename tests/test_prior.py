@@ -484,15 +484,20 @@ def test_data_worker_processes_make_the_same_batches_in_the_same_order(tmp_path,
 
     from zssd_engine.data_stream import TrainingStream, fresh_batches
 
+    counts = {}
+
     def first(workers, k=3):
         st = TrainingStream(world=world, crop=16, seed=0, cyclone_fraction=0.5)
-        return list(itertools.islice(fresh_batches(st, 2, 7, 0, 5, 0, workers), k))
+        out = list(itertools.islice(fresh_batches(st, 2, 7, 0, 5, 0, workers), k))
+        counts[workers] = list(st.cyclone_counts)  # the card's cyclone share: the workers' crops count too
+        return out
 
     for a, b in zip(first(0), first(2), strict=True):
         np.testing.assert_array_equal(a.x, b.x)
         np.testing.assert_array_equal(a.static, b.static)
         np.testing.assert_array_equal(a.time_feats, b.time_feats)
         assert a.times == b.times
+    assert counts[2] == counts[0] and counts[0][1] == 6
     one = train(_tiny_cfg(tmp_path / "a", steps=4, checkpoint_every=100, prefetch=0), FakeStream(16, 0))
     two = train(_tiny_cfg(tmp_path / "b", steps=4, checkpoint_every=100, data_workers=2), FakeStream(16, 0),
                 progress=False)
