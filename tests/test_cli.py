@@ -185,15 +185,17 @@ def test_evaluate_rejects_bad_task(tmp_path, capsys):
 
 
 def test_train_command_line_overrides_reach_the_config(monkeypatch):
-    """`zssd train --max-minutes --data-workers --steps --out` override the TOML (the GPU script uses them)."""
+    """`zssd train --max-minutes --data-workers --steps --out --init-from` override the TOML (the GPU script uses
+    them)."""
     from zssd_engine.cli import train as cli_train
 
     seen = {}
     monkeypatch.setattr(cli_train, "train", lambda cfg, **kw: seen.update(cfg=cfg, **kw))
     cfg_file = ROOT / "configs" / "demo_prior_v5_gpu.toml"
     assert cli_train.main(["--config", str(cfg_file), "--max-minutes", "1.5", "--data-workers", "3", "--steps", "7",
-                           "--out", "/tmp/x", "--no-progress"]) == 0
+                           "--out", "/tmp/x", "--init-from", "/tmp/w.safetensors", "--no-progress"]) == 0
     cfg = seen["cfg"]
     assert (cfg.max_minutes, cfg.data_workers, cfg.steps, cfg.out) == (1.5, 3, 7, "/tmp/x")
+    assert cfg.init_from == "/tmp/w.safetensors"
     with pytest.raises(ValueError, match="data_workers"):
         cli_train.main(["--config", str(cfg_file), "--data-workers", "-1"])

@@ -253,6 +253,27 @@ def test_checkpoint_roundtrip(tmp_path):
 
 
 
+def test_checkpoint_in_bfloat16_loads_as_float32_and_starts_a_fine_tune(tmp_path):
+    """A bfloat16 copy (what travels to a GPU lease for init_from) is half the bytes, says its dtype in the card,
+    loads as float32 with the bf16-rounded weights, and a training run can start from it."""
+    p = Prior.tiny(1)
+    full = p.save(tmp_path / "f32")
+    half = p.save(tmp_path / "bf16", dtype="bfloat16")
+    d = json.loads(half.read_text())
+    assert d["weights"]["dtype"] == "bfloat16" and json.loads(full.read_text())["weights"]["dtype"] == "float32"
+    assert d["weights"]["bytes"] < 0.6 * json.loads(full.read_text())["weights"]["bytes"]
+    q = Prior.load(tmp_path / "bf16", device="cpu")
+    for (k, a), b in zip(p.net.state_dict().items(), q.net.state_dict().values()):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(b, a.to(torch.bfloat16).float(), rtol=0, atol=0, msg=k)
+    assert any(not torch.equal(a, b) for a, b in zip(p.net.state_dict().values(), q.net.state_dict().values()))
+    with pytest.raises(ValueError, match="dtype"):
+        p.save(tmp_path / "x", dtype="float16")
+    run = train(_tiny_cfg(tmp_path / "ft", steps=1, init_from=str(tmp_path / "bf16" / "prior.safetensors"),
+                          parameterization=q.parameterization), FakeStream(16, 0))
+    assert run.step == 1
+
+
 def test_v_parameterization_identities():
     """v = √ᾱ ε − √(1−ᾱ) x₀ and its inverse recover ε at every noise level, including ᾱ ≈ 0."""
     sch = DiffusionSchedule(cosine_betas(1000), kind="cosine")

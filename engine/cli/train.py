@@ -25,6 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="override the wall-time budget (stop and save when exceeded; 0: none)")
     p.add_argument("--data-workers", type=int, default=None,
                    help="override the number of data worker processes (0: the prefetch thread)")
+    p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                   help="override init_from: start the network and its EMA from these weights (fine-tuning)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(_run=run)
     return p
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.max_minutes = float(args.max_minutes)
     if getattr(args, "data_workers", None) is not None:
         cfg.data_workers = int(args.data_workers)
+    if getattr(args, "init_from", None):
+        cfg.init_from = str(args.init_from)
     TrainConfig.from_dict(cfg.to_dict())  # re-validate overrides
     stop_after = getattr(args, "stop_after", None)
     if stop_after is not None and stop_after <= 0:

@@ -19,9 +19,10 @@ from ..paths import ASSETS
 __all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "checkpoint_identity", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
 
 #: The shipped prior: v4, trained on the re-calibrated demo world (``configs/demo_prior_v4.toml``).  The earlier
-#: ``zssd_demo_prior.safetensors`` (round 3) stays in ``assets/checkpoints`` for comparison; ``_v2`` (v4's starting
-#: point) left ``assets/`` on 2026-12-03 and is in git history:
-#: ``git show 7bf266b:assets/checkpoints/zssd_demo_prior_v2.safetensors``.
+#: priors are in git history, not in ``assets/``: ``_v2`` (v4's starting point, left 2026-12-03)
+#: ``git show 7bf266b:assets/checkpoints/zssd_demo_prior_v2.safetensors``; the round-3 ``zssd_demo_prior`` (left
+#: 2026-12-04, so a GPU lease's tree can carry a starting point)
+#: ``git show c901c8f:assets/checkpoints/zssd_demo_prior.safetensors``.
 DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior_v4.safetensors"
 CACHE_SIZE = 4
 

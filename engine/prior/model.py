@@ -27,6 +27,10 @@ from .schedule import PARAMETERIZATIONS, DiffusionSchedule, cosine_betas, eps_fr
 
 __all__ = ["Prior", "CheckpointError", "Conditioning", "CARD_FORMAT", "default_device", "resolve_checkpoint", "sha256_file"]
 
+#: Weight dtypes :meth:`Prior.save` writes (the card's ``weights.dtype``); loading always gives float32.
+SAVE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 def default_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -223,7 +227,7 @@ class Prior:
 
     # ------------------------------------------------------------ persistence
     def card(self, weights_file: str | None = None, sha256: str | None = None,
-             n_bytes: int | None = None) -> dict:
+             n_bytes: int | None = None, dtype: str = "float32") -> dict:
         """The JSON model card (without weights info unless given)."""
         card = {
             "format": CARD_FORMAT,
@@ -243,24 +247,27 @@ class Prior:
             "training": self.meta,
         }
         if weights_file is not None:
-            card["weights"] = {"file": weights_file, "sha256": sha256, "bytes": n_bytes, "dtype": "float32"}
+            card["weights"] = {"file": weights_file, "sha256": sha256, "bytes": n_bytes, "dtype": dtype}
         return card
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, dtype: str = "float32") -> Path:
         """Write ``<name>.safetensors`` + ``<name>.json`` (atomically); returns the card path.
 
         ``path`` is a directory (files ``prior.*`` inside, created if needed) or a
-        ``.json``/``.safetensors`` file name.
+        ``.json``/``.safetensors`` file name.  ``dtype``: ``"float32"`` (shipped priors) or ``"bfloat16"``
+        (half the bytes: a starting point carried to a GPU lease for ``init_from``; :meth:`load` returns float32).
         """
         from safetensors.torch import save
 
+        if dtype not in SAVE_DTYPES:
+            raise ValueError(f"dtype {dtype!r}: choose from {', '.join(SAVE_DTYPES)}")
         card_path, w_path = resolve_checkpoint(path, for_write=True)
         card_path.parent.mkdir(parents=True, exist_ok=True)
-        sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.net.state_dict().items()}
+        sd = {k: v.detach().to("cpu", SAVE_DTYPES[dtype]).contiguous() for k, v in self.net.state_dict().items()}
         blob = save(sd, metadata={"format": CARD_FORMAT, "card": card_path.name})
         _atomic_write_bytes(w_path, blob)
         sha = hashlib.sha256(blob).hexdigest()
-        card = self.card(w_path.name, sha, len(blob))
+        card = self.card(w_path.name, sha, len(blob), dtype)
         _atomic_write_bytes(card_path, (json.dumps(card, indent=1, allow_nan=False) + "\n").encode())
         return card_path
 

@@ -97,7 +97,7 @@ t2m / msl MAE of the 8-member ensemble mean (K / Pa). Real: the ERA5 week at 5°
 cases, scored at ERA5's 1° points; `benchmarks/results/real_table*.md`). Demo: held-out ×20 cases of the
 synthetic world (`benchmarks/results/paper_table_x20_prior_v4_32/`, 32 cases). The default prior, v4
 (`assets/checkpoints/zssd_demo_prior_v4.*`), was trained on the current, re-calibrated demo world; the
-round-3 prior (`zssd_demo_prior.*`, kept for comparison) on an earlier one.
+round-3 prior (`zssd_demo_prior.*`, now in git history) on an earlier one.
 
 | method | real t2m | real msl | demo t2m | demo msl |
 |---|---|---|---|---|
