@@ -68,7 +68,8 @@ PARAMS: dict[str, Param] = {
     "T_ADVECTION": Param("world", "mult", 0.05, 0.8, "thermal advection (K per m/s)"),
     "T_NOISE_SEA": Param("world", "add", 0.05, 1.5, "t2m noise over sea (K)"),
     "T_NOISE_LAND": Param("world", "add", 0.3, 3.5, "t2m noise over land (K)"),
-    "TERRAIN_MSL_FACTOR": Param("world", "add", 0.0, 1.2, "sea-level reduction's temperature term over terrain"),
+    "TERRAIN_MSL_FACTOR": Param("world", "add", 0.0, 1.5, "scale of the sea-level reduction's capped-column term"),
+    "TERRAIN_MSL_SLOPE": Param("world", "add", 0.0, 0.3, "sea-level reduction's slope common to all terrain (Pa/m)"),
 }
 
 

@@ -234,53 +234,60 @@ def shard_indices(spec: str, n: int) -> list[int]:
 SHARD_KEYS = ("source_id", "steps", "members", "seed", "region_px", "guidance_scale", "case_list_of")
 
 
+def merge_task_shards(task: str, shards: list[dict], command: str, flag: str = "--merge-shards") -> dict:
+    """One task's result from its shards (:func:`zssd_engine.evaluate.evaluate` outputs with ``case_indices``).
+
+    The shards must share the settings in :data:`SHARD_KEYS` and the prior, and together cover each
+    position of the case list exactly once; the scores are recomputed from the per-case lists
+    (:func:`zssd_engine.case_scores.merge_reports`), so the result is the one a single run gives, seed for seed.
+    """
+    from zssd_engine.case_scores import merge_reports
+
+    shards = sorted(shards, key=lambda r: (r.get("case_indices") or [0])[0])
+    first = shards[0]
+    for r in shards:
+        if "case_indices" not in r:
+            raise SystemExit(f"{flag}: task {task}: a part is not a shard (run with --shard K/N)")
+        for k in SHARD_KEYS:
+            if r.get(k) != first.get(k):
+                raise SystemExit(f"{flag}: task {task}: shards differ in {k!r} ({first.get(k)!r} vs {r.get(k)!r})")
+        if (r.get("checkpoint") or {}).get("sha256") != (first.get("checkpoint") or {}).get("sha256"):
+            raise SystemExit(f"{flag}: task {task}: shards used different priors")
+    idx = [i for r in shards for i in r["case_indices"]]
+    if sorted(idx) != list(range(first["case_list_of"])):
+        raise SystemExit(f"{flag}: task {task}: the shards cover positions {sorted(idx)}, not each of "
+                         f"0..{first['case_list_of'] - 1} exactly once")
+    try:
+        report = merge_reports(shards, first["members"], P.DIFFUSION_METHODS)
+    except ValueError as e:
+        raise SystemExit(f"{flag}: task {task}: {e}") from None
+    derived = ("case_indices", "case_list_of", "rank_hist", "cyclones", "paired", "results_by_members",
+               "per_case", "per_case_by_members")
+    res = {k: v for k, v in first.items() if k not in derived}
+    res.update(report)
+    res["cases"] = len(idx)
+    res["case_list"] = [c for r in shards for c in r["case_list"]]
+    res["seconds_total"] = round(sum(float(r.get("seconds_total", 0)) for r in shards), 2)
+    bt = [(r["bcsd_train_seconds"], r["cases"]) for r in shards if "bcsd_train_seconds" in r]
+    if bt:
+        res["bcsd_train_seconds"] = round(sum(s * n for s, n in bt) / sum(n for _, n in bt), 2)
+    res["shards"] = [{"case_indices": r["case_indices"], "command": r.get("command"), "date": r.get("date"),
+                      "machine": r.get("machine"), "seconds_total": r.get("seconds_total")} for r in shards]
+    res["command"] = command
+    return res
+
+
 def merge_shards(parts: list[Path], out_dir: Path, command: str) -> int:
     """Combine runs over disjoint shards (``--shard K/N``) of one case list into the whole run's table.
 
     Every task's shards must share the settings in :data:`SHARD_KEYS` and the prior, and together
     cover each position of the case list exactly once; the scores are recomputed from the per-case
     lists (:func:`zssd_engine.case_scores.merge_reports`), so the table is the one a single
-    ``--cases n`` run gives, seed for seed.
+    ``--cases n`` run gives, seed for seed (:func:`merge_task_shards`).
     """
-    from zssd_engine.case_scores import merge_reports
-
     docs = read_parts(parts, "--merge-shards")
-    all_res: dict = {}
-    for task in dict.fromkeys(t for doc in docs for t in doc["tasks"]):
-        shards = sorted((doc["tasks"][task] for doc in docs if task in doc["tasks"]),
-                        key=lambda r: (r.get("case_indices") or [0])[0])
-        first = shards[0]
-        for r in shards:
-            if "case_indices" not in r:
-                raise SystemExit(f"--merge-shards: task {task}: a part is not a shard (run with --shard K/N)")
-            for k in SHARD_KEYS:
-                if r.get(k) != first.get(k):
-                    raise SystemExit(f"--merge-shards: task {task}: shards differ in {k!r} "
-                                     f"({first.get(k)!r} vs {r.get(k)!r})")
-            if (r.get("checkpoint") or {}).get("sha256") != (first.get("checkpoint") or {}).get("sha256"):
-                raise SystemExit(f"--merge-shards: task {task}: shards used different priors")
-        idx = [i for r in shards for i in r["case_indices"]]
-        if sorted(idx) != list(range(first["case_list_of"])):
-            raise SystemExit(f"--merge-shards: task {task}: the shards cover positions {sorted(idx)}, not each of "
-                             f"0..{first['case_list_of'] - 1} exactly once")
-        try:
-            report = merge_reports(shards, first["members"], P.DIFFUSION_METHODS)
-        except ValueError as e:
-            raise SystemExit(f"--merge-shards: task {task}: {e}") from None
-        derived = ("case_indices", "case_list_of", "rank_hist", "cyclones", "paired", "results_by_members",
-                   "per_case", "per_case_by_members")
-        res = {k: v for k, v in first.items() if k not in derived}
-        res.update(report)
-        res["cases"] = len(idx)
-        res["case_list"] = [c for r in shards for c in r["case_list"]]
-        res["seconds_total"] = round(sum(float(r.get("seconds_total", 0)) for r in shards), 2)
-        bt = [(r["bcsd_train_seconds"], r["cases"]) for r in shards if "bcsd_train_seconds" in r]
-        if bt:
-            res["bcsd_train_seconds"] = round(sum(s * n for s, n in bt) / sum(n for _, n in bt), 2)
-        res["shards"] = [{"case_indices": r["case_indices"], "command": r.get("command"), "date": r.get("date"),
-                          "machine": r.get("machine"), "seconds_total": r.get("seconds_total")} for r in shards]
-        res["command"] = command
-        all_res[task] = res
+    all_res = {task: merge_task_shards(task, [doc["tasks"][task] for doc in docs if task in doc["tasks"]], command)
+               for task in dict.fromkeys(t for doc in docs for t in doc["tasks"])}
     methods = list(dict.fromkeys(m for d in docs for m in d["settings"].get("methods", [])
                                  if any(m in r["results"].get(v, {}) for r in all_res.values() for v in VARIABLES)))
     settings = dict(docs[0]["settings"])

@@ -11,6 +11,15 @@ trained on one week and is listed as unavailable.  The four times of
 ERA5: Contains modified Copernicus Climate Change Service information, CC-BY 4.0 (ECMWF).
 
     python benchmarks/real_table.py --tasks era5-x20 --cases 24 --members 8 --steps 50
+
+A long run can be split over cores: ``--shard K/N`` runs the K-th of N contiguous parts of the case
+list (each case keeps the seed of its position) and writes ``--name``; ``--merge-shards A,B`` then
+combines the parts (their JSON names under ``benchmarks/results/`` or paths) into ``--name``, seed for
+seed the table a single run gives (:func:`benchmarks.paper_table.merge_task_shards`)::
+
+    python benchmarks/real_table.py --tasks era5-x20 --shard 1/2 --name /tmp/rt_s1 --threads 1 &
+    python benchmarks/real_table.py --tasks era5-x20 --shard 2/2 --name /tmp/rt_s2 --threads 1
+    python benchmarks/real_table.py --merge-shards /tmp/rt_s1,/tmp/rt_s2 --name real_table
 """
 
 from __future__ import annotations
@@ -90,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance-scale", type=float, default=None,
                     help="ζ of the guided methods (default: the tuned table's, samplers.default_guidance_scale)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--shard", default=None, metavar="K/N", help="run only the K-th of N contiguous parts of the cases")
+    ap.add_argument("--merge-shards", default=None, metavar="NAME[,NAME...]",
+                    help="combine the JSON of every shard of one run (names under benchmarks/results/ or paths)")
     a = ap.parse_args(argv)
+    if a.merge_shards:
+        return merge(a)
     if a.threads:
         import torch
 
@@ -103,11 +117,46 @@ def main(argv: list[str] | None = None) -> int:
     from zssd_engine import pipeline as P
 
     scales = None if a.guidance_scale is None else {m: a.guidance_scale for m in P.GUIDED_METHODS}
+    from benchmarks.paper_table import shard_indices
+
     results = {}
     for t in tasks:
         results[t] = evaluate(t, methods, a.cases, a.steps, a.members, checkpoint=a.checkpoint,
-                              guidance_scales=scales, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                              guidance_scales=scales, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                              case_indices=shard_indices(a.shard, a.cases) if a.shard else None)
     payload = {**header(), "settings": vars(a), "results": results}
+    report(a, payload)
+    return 0
+
+
+def merge(a) -> int:
+    """``--merge-shards``: one table from the shards' JSON files (see the module docstring)."""
+    import json
+
+    from benchmarks._common import RESULTS
+    from benchmarks.paper_table import merge_task_shards
+
+    docs = []
+    for name in (x.strip() for x in a.merge_shards.split(",") if x.strip()):
+        f = Path(name) if Path(name).suffix == ".json" else RESULTS / f"{name}.json"
+        if not f.exists():
+            raise SystemExit(f"--merge-shards: {f} not found")
+        docs.append(json.loads(f.read_text()))
+    command = header()["command"]
+    results = {t: merge_task_shards(t, [d["results"][t] for d in docs if t in d["results"]], command)
+               for t in dict.fromkeys(t for d in docs for t in d["results"])}
+    settings = dict(docs[0]["settings"], shard=None, merge_shards=a.merge_shards, name=a.name,
+                    cases=max(r["cases"] for r in results.values()),
+                    merged_shards=[{"command": d["command"], "date": d["date"]} for d in docs])
+    payload = {**header(), "settings": settings, "results": results}
+    report(argparse.Namespace(**settings), payload)
+    return 0
+
+
+def report(a, payload: dict) -> None:
+    """Write ``a.name``'s JSON, Markdown and rank histograms, and print the Markdown."""
+    results = payload["results"]
+    tasks = list(results)
     md = [f"# Real weather: the ERA5 week (real), {a.cases} cases per task\n", md_header(payload),
           "Reference: **real ERA5 at its 1° points** (every 4th point of the 0.25° grid; the 0.25° outputs "
           "are scored at exactly those points). Input: the same week averaged to 5° (era5-x20) or 2.5° "
@@ -124,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         rank_hist_png(r, RESULTS / f"{a.name}_{t}_rank_hist.png")
     write(a.name, payload, "\n".join(md) + "\n")
     print("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":

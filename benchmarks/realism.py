@@ -58,6 +58,10 @@ VARS = ("t2m", "msl", "u10", "v10")
 UNITS = {"t2m": "K", "msl": "hPa", "u10": "m/s", "v10": "m/s"}
 LOW, HIGH = 0.8, 1.25
 COARSE_RES = 5.0
+#: Variables whose sub-5° detail is regressed on the elevation detail (the sea-level reduction, the lapse rate),
+#: on the boxes whose elevation detail reaches SLOPE_MIN_RELIEF_M somewhere.
+SLOPE_VARS = ("t2m", "msl")
+SLOPE_MIN_RELIEF_M = 300.0
 TIGGE_TIME = "2007-05-10T00:00"
 TIGGE_BANDS: tuple[tuple[float, float], ...] = ((200.0, 100.0), (400.0, 200.0), (800.0, 400.0), (1600.0, 800.0))
 ERA5_BANDS: tuple[tuple[float, float], ...] = ((500.0, 250.0), (1000.0, 500.0), (2000.0, 1000.0))
@@ -144,6 +148,20 @@ def regression_ss(y: np.ndarray, predictors: list[np.ndarray]) -> tuple[float, f
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     res = y - a @ coef
     return float(np.sum(res ** 2)), float(np.sum((y - y.mean()) ** 2))
+
+
+def elevation_slope_parts(y: np.ndarray, elev_detail_km: np.ndarray, land_detail: np.ndarray) -> tuple[float, float]:
+    """``(Σ e·y, Σ e²)`` with ``e`` the elevation detail (km) after its least-squares fit on ``[1, land detail]``.
+
+    Their ratio is the coefficient of the elevation detail in a fit of ``y`` on ``[1, elevation detail, land
+    detail]`` (Frisch–Waugh), i.e. how much ``y`` changes per km of sub-5° relief at fixed land fraction;
+    summing both parts over boxes and times pools the slope."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    z = np.asarray(elev_detail_km, dtype=np.float64).ravel()
+    a = np.column_stack([np.ones_like(z), np.asarray(land_detail, dtype=np.float64).ravel()])
+    coef, *_ = np.linalg.lstsq(a, z, rcond=None)
+    e = z - a @ coef
+    return float(np.dot(e, y)), float(np.dot(e, e))
 
 
 def band_powers(spec: np.ndarray, wavelength_km: np.ndarray, n_modes: np.ndarray,
@@ -427,6 +445,8 @@ def measure_detail_and_spectra(world, boxes, times, time_idx) -> dict:
     """Measures 1, 2b and 3 (everything at the ERA5 1° points over the week)."""
     std = {k: {v: {"demo": [], "real": [], "w": []} for v in VARS} for k in ("land", "ocean")}
     ss = {v: {"demo": [0.0, 0.0], "real": [0.0, 0.0]} for v in VARS}
+    slope = {v: {"demo": [0.0, 0.0], "real": [0.0, 0.0]} for v in SLOPE_VARS}
+    box_slopes = []
     powers = {v: {"demo": [], "real": []} for v in VARS}
     contrast = {"demo": [], "real": [], "boxes": []}
     diurnal = {"demo": [], "real": [], "w": []}
@@ -444,9 +464,16 @@ def measure_detail_and_spectra(world, boxes, times, time_idx) -> dict:
         lf = float(np.sum(w2 * is_land) / np.sum(w2))
         box_info.append({"name": name, "kind": kind, "region": reg.as_text(), "points": list(pts.shape),
                          "land_fraction": lf, "max_dem_m": float(dem.max())})
+        relief = float(np.max(np.abs(dd))) >= SLOPE_MIN_RELIEF_M
+        bs = {"name": name}
         for v in VARS:
             for src, fld in (("demo", demo[v]), ("real", real[v])):
                 det = detail(fld, sm)  # [t, nlat, nlon]
+                if v in SLOPE_VARS and relief:
+                    parts = np.array([elevation_slope_parts(det[t], dd / 1000.0, ld) for t in range(det.shape[0])])
+                    slope[v][src][0] += parts[:, 0].sum()
+                    slope[v][src][1] += parts[:, 1].sum()
+                    bs[f"{v}/{src}"] = float(parts[:, 0].sum() / parts[:, 1].sum())
                 std["land"][v][src].append(det[:, is_land])
                 std["ocean"][v][src].append(det[:, ~is_land])
                 for t in range(det.shape[0]):
@@ -456,6 +483,8 @@ def measure_detail_and_spectra(world, boxes, times, time_idx) -> dict:
                 powers[v][src].append(field_band_powers(fld, pts.lat, pts.lon, ERA5_BANDS))
             std["land"][v]["w"].append(np.broadcast_to(w2[is_land], (len(times), int(is_land.sum()))))
             std["ocean"][v]["w"].append(np.broadcast_to(w2[~is_land], (len(times), int((~is_land).sum()))))
+        if relief:
+            box_slopes.append(bs)
         if 0.15 <= lf <= 0.85:  # coastal box
             contrast["demo"].append(land_sea_contrast(demo["t2m"], land, pts.lat))
             contrast["real"].append(land_sea_contrast(real["t2m"], land, pts.lat))
@@ -467,7 +496,10 @@ def measure_detail_and_spectra(world, boxes, times, time_idx) -> dict:
             diurnal["demo"].append(first_harmonic_amplitude(demo["t2m"][:, is_land], tau))
             diurnal["real"].append(first_harmonic_amplitude(real["t2m"][:, is_land], tau))
             diurnal["w"].append(w2[is_land])
-    out = {"boxes": box_info, "detail_std": {}, "explained": {}, "era5_bands": {}, "contrast": {}, "diurnal": {}}
+    out = {"boxes": box_info, "detail_std": {}, "explained": {}, "era5_bands": {}, "contrast": {}, "diurnal": {},
+           "terrain_slope": {v: {s_: (slope[v][s_][0] / slope[v][s_][1] if slope[v][s_][1] > 0 else float("nan"))
+                                 for s_ in ("demo", "real")} for v in SLOPE_VARS},
+           "terrain_slope_boxes": box_slopes}
     for k in ("land", "ocean"):
         for v in VARS:
             d = std[k][v]
@@ -611,6 +643,10 @@ def build_rows(res: dict) -> list[dict]:
             add(f"sub-5° detail std, {k} ({UNITS[v]})", v, x["demo"], x["real"])
     for v in VARS:
         add("detail variance explained by elevation+land detail", v, a["explained"][v]["demo"], a["explained"][v]["real"])
+    for v in SLOPE_VARS:
+        if v in a.get("terrain_slope", {}):
+            x = a["terrain_slope"][v]
+            add(f"detail per km of elevation detail, relief boxes ({UNITS[v]}/km)", v, x["demo"], x["real"])
     for v in VARS:
         for b in res["tigge"][v]:
             add(f"power {b['band_km'][1]:g}-{b['band_km'][0]:g} km, TIGGE 0.45° ({UNITS[v]}²)", v, b["demo"], b["real"],
@@ -688,6 +724,10 @@ def markdown(payload: dict) -> str:
              "5° cell means; cos φ weighted std over land (land fraction > 0.5) and ocean points, pooled over boxes "
              "and times.  *Explained*: 1 − ΣSS_res/ΣSS_tot of a per-(box, time) least-squares fit of the detail on "
              "the elevation detail and land-fraction detail (same operator on the DEM and land fraction).",
+             "* **Terrain slopes**: the coefficient of the elevation detail (km) in a least-squares fit of a "
+             "variable's detail on [1, elevation detail, land-fraction detail], pooled over the relief boxes "
+             f"(elevation detail ≥ {SLOPE_MIN_RELIEF_M:g} m somewhere) and times: msl's is the sea-level "
+             "reduction's imprint on the terrain, t2m's the effective surface lapse rate.  Per box below.",
              "* **Power by band**: Hann-windowed radially averaged spectrum (`zssd_engine.metrics.power_spectrum`) per "
              "box; band power Σ P·n_modes / N_modes over wavelengths in [short, long) (the variance in the band), "
              "averaged over boxes (and times) before the ratio.  TIGGE rows: demo world conservatively averaged "
@@ -724,6 +764,14 @@ def markdown(payload: dict) -> str:
     lines.append("|---|---|---|---|---|")
     for b in payload["results"]["week"]["boxes"]:
         lines.append(f"| {b['name']} | {b['kind']} | {b['region']} | {b['land_fraction']:.2f} | {b['max_dem_m']:.0f} |")
+    tsb = payload["results"]["week"].get("terrain_slope_boxes")
+    if tsb:
+        lines.append("\nTerrain slopes per relief box (detail per km of elevation detail, land detail held fixed):\n")
+        lines.append("| box | msl demo (hPa/km) | msl real | t2m demo (K/km) | t2m real |")
+        lines.append("|---|---|---|---|---|")
+        for b in tsb:
+            lines.append(f"| {b['name']} | {b['msl/demo']:+.2f} | {b['msl/real']:+.2f} | {b['t2m/demo']:+.2f} | "
+                         f"{b['t2m/real']:+.2f} |")
     lines.append("\nDemo cyclones (at the 1° points):\n")
     lines.append("| cyclone | peak time | catalog min p (hPa) | central deficit (hPa) | r½ (km) | max wind (m/s) |")
     lines.append("|---|---|---|---|---|---|")

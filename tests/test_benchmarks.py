@@ -132,6 +132,23 @@ def test_shards_merge_into_the_whole_runs_table_seed_for_seed(tmp_path, tiny):
     assert paper_table.shard_indices("2/2", 32) == list(range(16, 32))
     with pytest.raises(SystemExit, match="K/N"):
         paper_table.shard_indices("2", 32)
+    # the real-weather table merges its shards the same way (its JSON keeps the tasks under "results")
+    import real_table
+
+    names = []
+    for name, res in parts.items():
+        f = tmp_path / f"rt_{name}.json"
+        f.write_text(json.dumps({"command": f"shard {name}", "date": "d", "machine": {},
+                                 "settings": {"cases": 3, "methods": ["bilinear", "zssd"], "name": str(f)},
+                                 "results": {"x20": res}}))
+        names.append(str(f))
+    assert real_table.main(["--merge-shards", ",".join(names), "--name", str(tmp_path / "rt")]) == 0
+    rt = json.loads((tmp_path / "rt.json").read_text())
+    assert rt["settings"]["cases"] == 3 and rt["settings"]["shard"] is None
+    for k in ("results", "per_case", "case_list"):
+        assert _without_timing(rt["results"]["x20"][k]) == _without_timing(whole[k]), k
+    with pytest.raises(SystemExit, match="exactly once"):
+        real_table.main(["--merge-shards", names[0], "--name", str(tmp_path / "rt2")])
 
 
 def test_bc_posthoc_corrections_do_what_they_say():

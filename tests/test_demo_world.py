@@ -278,3 +278,42 @@ def test_terrain_drag_slows_the_10m_wind_over_high_ground(monkeypatch, world):
     assert high.sum() > 100 and low.sum() > 100
     assert np.mean(sb[high]) < 0.9 * np.mean(sa[high])
     assert abs(np.mean(sb[low]) - np.mean(sa[low])) < 0.05 * np.mean(sa[low])  # ≤ 200 m: at most 0.2·200/1500
+
+
+def test_sea_level_reduction_imprint_follows_ecmwf_capped_column():
+    """msl over terrain: zero at sea level, the common slope alone where the column is cool (sea-level
+    temperature ≤ 290.5 K), higher over warm high ground (the capped fictitious column is colder than the true
+    one) and continuous where the cap starts."""
+    from zssd_engine.demo_world import TERRAIN_MSL_SLOPE
+    from zssd_engine.demo_world.world import _reduction_offset
+
+    z = np.array([0.0, 1000.0, 1000.0, 3000.0])
+    t_star = np.array([300.0, 275.0, 297.0, 285.0])
+    off = _reduction_offset(z, t_star)
+    assert off[0] == 0.0
+    assert off[1] == pytest.approx(TERRAIN_MSL_SLOPE * 1000.0, abs=1e-6)  # cool: no capped-column part
+    warm_per_km = (off[2] - TERRAIN_MSL_SLOPE * 1000.0) / 100.0   # hPa per km from the cap
+    assert 2.0 < warm_per_km < 3.2                                  # ERA5's tropical relief boxes: +2.0 to +2.9
+    assert off[3] / 100.0 > 3 * warm_per_km                         # grows with height
+    # continuity at T0 = T* + 6.5 K/km z = 290.5 K
+    zc = np.array([1000.0, 1000.0])
+    tc = np.array([284.0 - 1e-6, 284.0 + 1e-6])
+    a, b = _reduction_offset(zc, tc)
+    assert abs(a - b) < 1e-3
+
+
+def test_msl_rises_with_relief_over_warm_terrain(world):
+    """The sign ERA5 shows over the East African highlands (realism.md, terrain slopes: +3.0 hPa per km; the world
+    gave -2.1 before the capped-column reduction): within 4° blocks, msl minus its block mean rises with the
+    elevation minus its block mean."""
+    r = Region(-12, 12, 28, 52)
+    g = era5_grid().select(r)[0]
+    dem, _ = world.statics.region(g)
+    msl = world.fields("2018-03-27T00", g)["msl"].astype(np.float64)
+
+    def block_detail(x):
+        b = x.reshape(6, 16, 6, 16)
+        return (b - b.mean(axis=(1, 3), keepdims=True)).ravel()
+
+    slope = float(np.polyfit(block_detail(dem / 1000.0), block_detail(msl / 100.0), 1)[0])
+    assert slope > 1.0, slope

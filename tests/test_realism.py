@@ -239,3 +239,30 @@ def test_plot_of_prior_only_samples_has_no_demo_cyclone_profile(tmp_path):
     assert R.plot(payload, png) and png.stat().st_size > 0
     payload["results"]["cyclone"]["demo_mean"] = {"profile_deficit_norm": [0.7, 0.3, 0.1], "profile_wind": [18, 14, 9]}
     assert R.plot(payload, tmp_path / "d.png")
+
+
+def test_terrain_slope_holds_land_fraction_fixed():
+    """The elevation slope of a detail field, with the land-fraction detail (correlated with the relief) partialled
+    out: recovers the true coefficient where a plain fit on the elevation alone would be pulled by the land term."""
+    rng = np.random.default_rng(3)
+    land = rng.normal(size=500)
+    elev = 0.8 * land + 0.6 * rng.normal(size=500)           # km, correlated with land
+    y = 2.0 * elev - 3.0 * land + 0.05 * rng.normal(size=500) + 7.0
+    num, den = R.elevation_slope_parts(y, elev, land)
+    assert num / den == pytest.approx(2.0, abs=0.02)
+    assert abs(np.polyfit(elev, y, 1)[0] - 2.0) > 1.0           # the naive slope is far off
+    # pooling: the parts of two halves add up to the whole's slope
+    a, b = R.elevation_slope_parts(y[:250], elev[:250], land[:250]), R.elevation_slope_parts(y[250:], elev[250:],
+                                                                                                land[250:])
+    assert (a[0] + b[0]) / (a[1] + b[1]) == pytest.approx(2.0, abs=0.03)
+
+
+def test_terrain_slope_rows_are_counted():
+    res = {"week": {"detail_std": {f"{k}/{v}": {"demo": 1.0, "real": 1.0} for k in ("land", "ocean") for v in R.VARS},
+                    "explained": {v: {"demo": 0.5, "real": 0.5} for v in R.VARS},
+                    "era5_bands": {v: [] for v in R.VARS}, "contrast": {}, "diurnal": {},
+                    "terrain_slope": {"t2m": {"demo": -6.5, "real": -5.7}, "msl": {"demo": 0.5, "real": 1.8}}},
+           "tigge": {v: [] for v in R.VARS}, "cyclone": {"keys": [], "demo_mean": {}, "real": {}}}
+    rows = {r["variable"]: r for r in R.build_rows(res) if r["measure"].startswith("detail per km of elevation")}
+    assert rows["t2m"]["defect"] == "no" and rows["msl"]["defect"] == "yes"
+    assert rows["msl"]["ratio"] == pytest.approx(0.5 / 1.8)

@@ -15,8 +15,11 @@ Ingredients
   seasonal amplitude grows with continentality (a smoothed real land
   fraction) and lags over the ocean; a diurnal cycle in *local solar time*
   whose amplitude follows the real 0.25° land fraction (sharp coastal
-  gradients); lapse-rate cooling of −6.5 K/km on the real DEM; zonal-mean
-  sea-level pressure belts and thermal lows/highs over land.
+  gradients); cooling of −5.6 K/km on the real DEM (the effective surface lapse
+  rate of ERA5's detail, weaker than the free air's 6.5 K/km); zonal-mean
+  sea-level pressure belts and thermal lows/highs over land; over terrain, the
+  imprint of reducing pressure to sea level with ECMWF's capped fictitious column
+  (higher msl over warm high ground, as in ERA5).
 * **Synoptic weather**: a random pressure field built from travelling,
   amplitude-modulated plane waves whose variance follows a kinetic-energy
   spectrum ∝ k⁻³ at synoptic scales and ∝ k^(−5/3) in the mesoscale
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 from .constants import (EPOCH, HELDOUT_YEARS, LAPSE_RATE, MESO_MSL_PA, MESO_WIND_FACTOR, OMEGA, OUTER_LOW,
                         OUTER_LOW_RADIUS_M, OUTER_WIND, R_EARTH, RHO_AIR, SOURCE_LABEL, SYNOPTIC_SCALE,
-                        TERRAIN_MSL_FACTOR, TRAIN_YEARS)
+                        TERRAIN_MSL_FACTOR, TERRAIN_MSL_SLOPE, TRAIN_YEARS)
 from .tracks import Cyclone, CycloneCase
 from .world import DemoWorld, check_training_time
 
@@ -51,5 +54,5 @@ __all__ = [
     "DemoWorld", "Cyclone", "CycloneCase", "HELDOUT_YEARS", "TRAIN_YEARS", "SOURCE_LABEL",
     "check_training_time", "LAPSE_RATE",
     "MESO_MSL_PA", "OUTER_LOW", "OUTER_LOW_RADIUS_M", "OUTER_WIND", "MESO_WIND_FACTOR", "SYNOPTIC_SCALE",
-    "TERRAIN_MSL_FACTOR", "R_EARTH", "OMEGA", "RHO_AIR", "EPOCH",
+    "TERRAIN_MSL_FACTOR", "TERRAIN_MSL_SLOPE", "R_EARTH", "OMEGA", "RHO_AIR", "EPOCH",
 ]

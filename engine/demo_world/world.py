@@ -22,7 +22,7 @@ from ..variables import VARIABLE_INFO, VARIABLES
 from .constants import (EPOCH, FRICTION_LAND, FRICTION_SEA, HELDOUT_YEARS, LAPSE_RATE, MESO_MSL_LAND, MESO_MSL_PA,
                         MESO_MSL_SEA, MESO_WIND_FACTOR, OMEGA, R_EARTH, RHO_AIR, ROUGH_WIND, SOURCE_LABEL,
                         STORM_TRACK_KM, SYNOPTIC_OCEAN, SYNOPTIC_SCALE, T_ADVECTION, T_NOISE_LAND, T_NOISE_SEA,
-                        TERRAIN_MSL_FACTOR, TRAIN_YEARS, W_NOISE_LAND, W_NOISE_SEA)
+                        TERRAIN_MSL_FACTOR, TERRAIN_MSL_SLOPE, TRAIN_YEARS, W_NOISE_LAND, W_NOISE_SEA)
 from .tracks import Cyclone, CycloneCase, _generate_cyclones, add_cyclone
 from .waves import _make_modes, _meso_pressure_spectrum, _meso_spectrum, _pressure_spectrum
 
@@ -186,14 +186,34 @@ def _temperature_and_msl(f: _Frame, c: _Climate, t_modes, vg_syn: np.ndarray, p_
     tn, = t_modes.evaluate(f.lat, f.lon, f.t_days)
     t_noise = T_NOISE_SEA + (T_NOISE_LAND - T_NOISE_SEA) * f.land
     t2m = c.t_annual + c.t_season + c.t_diurnal + c.t_lapse + adv + t_noise * tn
-    # reduction to sea level over terrain: msl = p_s exp(g z / (R T_col)) makes msl over high ground
-    # depend on the column temperature; relative to a standard column, cold columns raise msl
-    t_col = c.t_annual + c.t_season + 0.5 * c.t_lapse  # mean of the fictitious column below the surface
-    dem = f.dem
-    p_terrain = (TERRAIN_MSL_FACTOR * 101325.0 * 9.80665 * dem / (287.0 * t_col ** 2)
-                 * (288.0 - 0.00325 * dem - t_col))
-    msl = c.p_clim + c.p_thermal + p_syn + p_meso + p_terrain
+    msl_terrain = _reduction_offset(f.dem, c.t_annual + c.t_season + c.t_lapse)
+    msl = c.p_clim + c.p_thermal + p_syn + p_meso + msl_terrain
     return t2m, msl
+
+
+def _reduction_offset(z: np.ndarray, t_star: np.ndarray) -> np.ndarray:
+    """What reducing the surface pressure to sea level adds to msl over terrain (Pa).
+
+    The world's true air below the surface warms downwards at the free atmosphere's 6.5 K/km from ``t_star``
+    (the surface temperature; along the terrain it falls only by LAPSE_RATE, the weaker surface lapse rate).
+    A reanalysis reduces with a fictitious column instead: ECMWF's rule
+    (Trenberth, Berry & Buja 1993, NCAR TN-396) extrapolates at 6.5 K/km but caps the sea-level
+    temperature at 290.5 K, so over warm terrain its column is colder than the true one and msl comes
+    out higher.  realism-style regressions of ERA5's sub-5° msl detail on the elevation detail
+    (real week's tuning times; ``benchmarks/results/demo_world_msl_terrain.md``) give +2.0 to +2.9 hPa
+    per km where the sea-level extrapolated temperature T0 exceeds 300 K and +0.2 to +0.8 hPa per km
+    where it is below 291 K; the previous term (a cold-column excess) gave −2.1 to −0.4 and +0.4 to +3.5.
+
+    ``TERRAIN_MSL_FACTOR`` scales the capped-column term; ``TERRAIN_MSL_SLOPE`` (Pa per m) adds the
+    part ERA5 shows over cool terrain as well.
+    """
+    z = np.maximum(z, 0.0)
+    t_true = t_star + 3.25e-3 * z                      # mean of the true (free-air, 6.5 K/km) column
+    t0 = t_star + 6.5e-3 * z                           # sea-level temperature at the standard lapse rate
+    t_fict = np.where(t0 <= 290.5, t_true, 0.5 * (290.5 + t_star))  # the capped column's mean
+    g_over_r = 9.80665 / 287.0
+    capped = 101325.0 * np.expm1(g_over_r * z * (1.0 / t_fict - 1.0 / t_true))
+    return TERRAIN_MSL_FACTOR * capped + TERRAIN_MSL_SLOPE * z
 
 
 # ---------------------------------------------------------------------- world

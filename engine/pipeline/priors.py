@@ -18,12 +18,15 @@ from ..paths import ASSETS
 
 __all__ = ["DEFAULT_CHECKPOINT", "CACHE_SIZE", "checkpoint_identity", "load_prior", "default_prior", "prior_loads", "prior_sha256"]
 
-#: The shipped prior: v4, trained on the re-calibrated demo world (``configs/demo_prior_v4.toml``).  The earlier
-#: priors are in git history, not in ``assets/``: ``_v2`` (v4's starting point, left 2026-12-03)
+#: The shipped prior: v6, v4 fine-tuned on the demo world with ERA5's sea-level reduction over terrain and surface
+#: lapse rate (``configs/demo_prior_v6.toml``, ``benchmarks/results/prior_v6.md``).  The earlier priors are in git
+#: history, not in ``assets/``: ``_v4`` (v6's starting point, left 2026-12-05)
+#: ``git show d4efa4c:assets/checkpoints/zssd_demo_prior_v4.safetensors``; ``_v2`` (v4's starting point, left
+#: 2026-12-03)
 #: ``git show 7bf266b:assets/checkpoints/zssd_demo_prior_v2.safetensors``; the round-3 ``zssd_demo_prior`` (left
 #: 2026-12-04, so a GPU lease's tree can carry a starting point)
 #: ``git show c901c8f:assets/checkpoints/zssd_demo_prior.safetensors``.
-DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior_v4.safetensors"
+DEFAULT_CHECKPOINT = ASSETS / "checkpoints" / "zssd_demo_prior_v6.safetensors"
 CACHE_SIZE = 4
 
 _CACHE: "OrderedDict[tuple, Any]" = OrderedDict()
@@ -88,7 +91,7 @@ def prior_loads() -> list[str]:
 
 
 def default_prior(device: str | None = None):
-    """The shipped demo prior (:data:`DEFAULT_CHECKPOINT`, ``assets/checkpoints/zssd_demo_prior_v4.safetensors``)."""
+    """The shipped demo prior (:data:`DEFAULT_CHECKPOINT`, ``assets/checkpoints/zssd_demo_prior_v6.safetensors``)."""
     return load_prior(None, device)
 
 
